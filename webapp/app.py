@@ -1,0 +1,244 @@
+"""Streamlit page: pick your patient id, upload recent data, see the 30-minute glucose forecast.
+
+Run with ``glucose-forecast webapp`` (or ``make webapp``), or ``streamlit run webapp/app.py``.
+Settings: ``GLUCOSE_GATEWAY_URL`` (default the local gateway of glucose-forecast.toml),
+``GLUCOSE_WEBAPP_TIMEOUT`` (seconds per request), ``GLUCOSE_WEBAPP_CHUNK`` (forecasts per request).
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+if __package__ in (None, ""):  # `streamlit run webapp/app.py` puts webapp/ on the path, not the repo
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import streamlit as st
+
+from pipeline.config import Config, ConfigError, load_config
+from webapp import client as wclient
+from webapp import results as wres
+from webapp.patients import PatientStatus, configured_patients
+from webapp.validation import GLUCOSE_UNITS, PreparedInput, UploadError, prepare_upload, window_template_csv
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "examples"
+STATUS_TTL = 20  # seconds a model status is trusted
+DETECT = "Detect automatically"
+
+
+@st.cache_data(ttl=STATUS_TTL, show_spinner=False)
+def patient_statuses(gateway: str, patients: tuple[str, ...], timeout: float) -> dict[str, PatientStatus]:
+    """Ask the gateway about every patient's model at once (cached briefly)."""
+    with wclient.ForecastClient(gateway, timeout=timeout) as c, ThreadPoolExecutor(max_workers=6) as pool:
+        return dict(zip(patients, pool.map(c.status, patients), strict=True))
+
+
+def sidebar(config: Config, gateway: str) -> tuple[str, PatientStatus, str | None]:
+    patients = configured_patients(config)
+    statuses = patient_statuses(gateway, tuple(patients), min(3.0, wclient.request_timeout()))
+    with st.sidebar:
+        st.header("Your settings")
+        available = [p for p in patients if statuses[p].available]
+        default = patients.index(available[0]) if available else 0
+        patient = st.selectbox(
+            "Patient id",
+            patients,
+            index=default,
+            format_func=lambda p: statuses[p].label,
+            help="Your personal model answers the forecasts. The list comes from the server configuration.",
+            key="patient",
+        )
+        status = statuses[patient]
+        if status.available:
+            st.success(f"Model version {status.version} of {patient} will answer.", icon="✅")
+        else:
+            st.warning(status.message or f"The model of {patient} is not available right now.", icon="⚠️")
+        if st.button("Check the service again", use_container_width=True):
+            patient_statuses.clear()
+            st.rerun()
+        unit = st.selectbox(
+            "Glucose unit in my file",
+            [DETECT, *GLUCOSE_UNITS],
+            help="mmol/L values (such as 6.2) are recognised automatically and converted for the model.",
+            key="glucose_unit",
+        )
+        st.divider()
+        st.caption(f"Forecast service: `{gateway}`")
+        st.caption(
+            "Forecasts come from a research model trained on your past data. They are not medical "
+            "advice: always check your meter before acting on them."
+        )
+    return patient, status, (None if unit == DETECT else unit)
+
+
+def formats_help(config: Config) -> None:
+    spec = config.series
+    minutes = spec.window * spec.interval_minutes
+    ahead = spec.horizon * spec.interval_minutes
+    with st.expander("Which files can I upload?"):
+        st.markdown(
+            f"""
+* **Your time series** (recommended): a CSV with the columns `timestamp, glucose, insulin, carbs`,
+  one row per reading (every {spec.interval_minutes} minutes). The app makes one forecast for each
+  time that has the previous {minutes} minutes of data. Glucose in mg/dL or mmol/L, insulin in units,
+  carbohydrates in grams.
+* **Window CSV** (one forecast per row): {spec.window} carbohydrate values, then {spec.window} insulin,
+  then {spec.window} glucose, oldest to newest, with the header of the template below. Optional
+  columns: `timestamp` (time of the newest reading) and `glucose_t+{spec.horizon}` (the glucose
+  measured {ahead} minutes later, to see how good the forecasts are).
+* **Dataset files**: HUPA-UCM CSV and OhioT1DM XML, as published.
+"""
+        )
+        c1, c2, c3 = st.columns(3)
+        c1.download_button(
+            "Window CSV template", window_template_csv(spec), "window-template.csv", "text/csv",
+            use_container_width=True,
+        )
+        for col, name, label in (
+            (c2, "windows-example.csv", "Example window CSV"),
+            (c3, "timeseries-example.csv", "Example time series"),
+        ):
+            path = EXAMPLES_DIR / name
+            if path.is_file():
+                col.download_button(label, path.read_bytes(), name, "text/csv", use_container_width=True)
+
+
+def validated_upload(config: Config, patient: str, unit: str | None) -> PreparedInput | None:
+    uploaded = st.file_uploader(
+        "Upload your data (CSV or XML)",
+        type=["csv", "txt", "xml"],
+        help="Nothing is sent to the forecast service until the file has been checked.",
+        key="upload",
+    )
+    if uploaded is None:
+        st.info("Upload a file to begin. Not sure what to upload? Open “Which files can I upload?” above.", icon="📄")
+        return None
+    key = (uploaded.file_id, uploaded.name, unit, config.patient(patient).carb_unit)
+    cached = st.session_state.get("prepared")
+    if not cached or cached[0] != key:
+        bar = st.progress(0.0, text="Checking your file…")
+        try:
+            prepared: PreparedInput | str = prepare_upload(
+                uploaded.name,
+                uploaded.getvalue(),
+                config,
+                patient=config.patient(patient),
+                glucose_unit=unit,
+                progress=lambda frac, text: bar.progress(min(max(frac, 0.0), 1.0), text=text),
+            )
+        except UploadError as exc:
+            prepared = str(exc)
+        bar.empty()
+        st.session_state["prepared"] = cached = (key, prepared)
+    prepared = cached[1]
+    if isinstance(prepared, str):
+        st.error(f"**This file cannot be used yet.** {prepared}", icon="🚫")
+        st.caption("Fix the file and upload it again; nothing has been sent.")
+        return None
+    known = int(np.isfinite(prepared.actual).sum())
+    with_actual = f", {known:,} with the glucose measured afterwards" if known else ""
+    st.success(
+        f"“{prepared.filename}” is valid: {prepared.n:,} forecast(s) to make{with_actual} "
+        f"({prepared.kind_label}).",
+        icon="✔️",
+    )
+    for note in prepared.notes:
+        st.info(note, icon="ℹ️")
+    for warning in prepared.warnings:
+        st.warning(warning, icon="⚠️")
+    return prepared
+
+
+def run_forecast(config: Config, gateway: str, patient: str, status: PatientStatus, prepared: PreparedInput) -> None:
+    key = (st.session_state["prepared"][0], patient, gateway)
+    if st.button(f"Forecast for {patient}", type="primary", key="forecast"):
+        bar = st.progress(0.0, text="Sending to the forecast service…")
+        chunk = wclient.chunk_size()
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / max(total, 1), text=f"Forecasting… {done:,} of {total:,}")
+
+        try:
+            with wclient.ForecastClient(gateway, timeout=wclient.request_timeout()) as c:
+                forecasts = c.predict_chunks(patient, prepared.X, chunk, progress)
+        except wclient.ServingError as exc:
+            bar.empty()
+            st.session_state.pop("result", None)
+            st.error(f"**No forecast this time.** {exc}", icon="🔌")
+            return
+        bar.empty()
+        st.session_state["result"] = {"key": key, "forecasts": forecasts, "version": status.version}
+    result = st.session_state.get("result")
+    if result and result["key"] == key:
+        show_results(config, patient, result["version"], prepared, result["forecasts"])
+
+
+def show_results(config: Config, patient: str, version: str | None, prepared: PreparedInput, forecasts) -> None:
+    spec = config.series
+    unit = prepared.glucose_unit
+    ahead = spec.horizon * spec.interval_minutes
+    version_text = f" · model v{version}" if version else ""
+    st.subheader(f"Your forecasts{version_text}")
+    counts = wres.counts(forecasts)
+    c = st.columns(4)
+    c[0].metric("Forecasts", f"{len(forecasts):,}")
+    c[1].metric("In range (70–180 mg/dL)", f"{counts[wres.IN_RANGE]:,}")
+    c[2].metric("Low forecasts", f"{counts[wres.LOW]:,}", help="Forecast below 70 mg/dL (3.9 mmol/L)")
+    c[3].metric("High forecasts", f"{counts[wres.HIGH]:,}", help="Forecast above 180 mg/dL (10 mmol/L)")
+    if counts[wres.LOW]:
+        st.warning(
+            f"{counts[wres.LOW]} forecast(s) predict a **low** (below 70 mg/dL) within {ahead} minutes; "
+            "they are marked in red.",
+            icon="🔻",
+        )
+    st.plotly_chart(wres.forecast_figure(prepared, forecasts, spec, unit), use_container_width=True)
+    acc = wres.accuracy(prepared, forecasts, unit)
+    if acc:
+        st.markdown(f"**How good were these forecasts?** Compared with the glucose measured {ahead} minutes later ({acc['n']:,} forecasts):")
+        a = st.columns(4)
+        a[0].metric("Model MAE", f"{acc['model_mae']:.2f} {unit}",
+                    delta=f"{acc['model_mae'] - acc['persistence_mae']:+.2f} vs persistence", delta_color="inverse")
+        a[1].metric("Model RMSE", f"{acc['model_rmse']:.2f} {unit}",
+                    delta=f"{acc['model_rmse'] - acc['persistence_rmse']:+.2f} vs persistence", delta_color="inverse")
+        a[2].metric("Persistence MAE", f"{acc['persistence_mae']:.2f} {unit}")
+        a[3].metric("Persistence RMSE", f"{acc['persistence_rmse']:.2f} {unit}")
+        st.caption(
+            "MAE: mean absolute error; RMSE: root mean squared error (lower is better). Persistence is the "
+            f"naive guess that glucose stays where it is for the next {ahead} minutes."
+        )
+    table = wres.results_frame(prepared, forecasts, spec, unit)
+    st.dataframe(table, use_container_width=True, hide_index=True, height=min(400, 38 + 35 * len(table)))
+    st.download_button(
+        "Download the forecasts (CSV)",
+        wres.results_csv(table),
+        file_name=f"forecasts-{patient}.csv",
+        mime="text/csv",
+        key="download",
+    )
+
+
+def main() -> None:
+    st.set_page_config(page_title="Glucose forecast", page_icon="🩸", layout="wide")
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        st.error(f"The app is misconfigured: {exc}")
+        st.stop()
+    gateway = wclient.gateway_url(config)
+    patient, status, unit = sidebar(config, gateway)
+    spec = config.series
+    st.title("Your glucose in 30 minutes")
+    st.markdown(
+        f"Upload your recent glucose, insulin and carbohydrate data; your personal model forecasts your "
+        f"glucose **{spec.horizon * spec.interval_minutes} minutes ahead** for every moment with "
+        f"{spec.window * spec.interval_minutes} minutes of data before it."
+    )
+    formats_help(config)
+    prepared = validated_upload(config, patient, unit)
+    if prepared is not None:
+        run_forecast(config, gateway, patient, status, prepared)
+
+
+main()
