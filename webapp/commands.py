@@ -1,0 +1,59 @@
+"""`glucose-forecast webapp`: run the Streamlit app against a gateway (``make webapp``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from webapp import GATEWAY_ENV
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+
+def streamlit_command(port: int, address: str, python: str = sys.executable) -> list[str]:
+    """The command line that serves the app (also used by the browser test)."""
+    return [
+        python, "-m", "streamlit", "run", str(APP),
+        "--server.port", str(port),
+        "--server.address", address,
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from webapp.client import gateway_url
+
+    config = load_config()
+    if args.gateway_url:
+        os.environ[GATEWAY_ENV] = args.gateway_url
+    gateway = gateway_url(config)
+    env = {**os.environ, GATEWAY_ENV: gateway}
+    port = args.port or config.ports.webapp
+    host = "localhost" if args.address in ("127.0.0.1", "0.0.0.0") else args.address
+    print(f"web app: http://{host}:{port}  (forecasts from {gateway}; Ctrl-C to stop)", flush=True)
+    try:
+        return subprocess.call(streamlit_command(port, args.address), env=env, cwd=config.root)
+    except KeyboardInterrupt:
+        return 130
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "webapp",
+        help="run the Streamlit web app against the gateway",
+        description=(
+            "Serve the web app: patients pick their id, upload a CSV (window CSV, time series, "
+            "HUPA-UCM or OhioT1DM) and see their 30-minute forecast, answered by their model through "
+            f"the gateway. The gateway is --gateway-url, else ${GATEWAY_ENV}, else the local nginx "
+            "gateway on [ports].gateway of glucose-forecast.toml. Start the models first (make serve)."
+        ),
+    )
+    p.add_argument("--port", type=int, help="port of the app (default: [ports].webapp or $GF_WEBAPP_PORT)")
+    p.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--gateway-url", help=f"base URL of the gateway (default: ${GATEWAY_ENV} or the local gateway)")
+    p.set_defaults(func=_run)
