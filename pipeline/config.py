@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import InputError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_NAME = "glucose-forecast.toml"
 ENV_CONFIG = "GLUCOSE_FORECAST_CONFIG"
@@ -29,7 +31,7 @@ CARB_UNITS = {"g": 1.0, "portion": 10.0}
 PARAMETER_NAMES = ("learning_rate", "dense1", "dense2", "epochs")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """The configuration is invalid; the message names the file and field."""
 
 
@@ -226,7 +228,7 @@ def _env_overrides(ports: Ports, tuning: TuningSpec) -> tuple[Ports, TuningSpec]
     ports = Ports(
         container=ports.container,
         servers=servers,
-        gateway=port("GF_GATEWAY_PORT", ports.gateway),
+        gateway=port("GF_GATEWAY_PORT", port("GATEWAY_PORT", ports.gateway)),
         webapp=port("GF_WEBAPP_PORT", ports.webapp),
     )
     if os.environ.get("GF_TUNING_PRESET"):

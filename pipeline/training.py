@@ -1,0 +1,111 @@
+"""Train, evaluate beside the baselines, and export one patient: the library's main job.
+
+The notebook, the KFP components, the Katib trial, the CLI and the benchmark all call these
+functions; none re-implements them.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.baselines import baselines
+from pipeline.config import Config, Hyperparameters, load_config
+from pipeline.dataset import PatientDataset, load_patient_dataset
+from pipeline.metrics import evaluate_predictions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    patient_id: str
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, dict]  # "model", "persistence", "linear", "ridge" → evaluate_predictions()
+    sizes: dict[str, int]
+    training: dict[str, Any]
+    version_dir: Path | None = None
+    predictions: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+
+def evaluate_baselines(ds: PatientDataset, config: Config) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """Fit (on train only) and score every baseline on the test windows."""
+    gi = config.series.features.index("glucose")
+    metrics, preds = {}, {}
+    for b in baselines(config.series.horizon):
+        b.fit(ds.train)
+        preds[b.name] = b.predict(ds.test.X, gi)
+        metrics[b.name] = evaluate_predictions(ds.test.y, preds[b.name])
+    return metrics, preds
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "glucose-forecast"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def build_metadata(ds: PatientDataset, hp: Hyperparameters, result: RunResult, config: Config) -> dict[str, Any]:
+    s = config.series
+    return {
+        "hyperparameters": hp.as_dict(),
+        "features": list(s.features),
+        "window": s.window,
+        "horizon": s.horizon,
+        "interval_minutes": s.interval_minutes,
+        "units": {"glucose": "mg/dL", "insulin": "U per step", "carbs": "g per step", "output": "mg/dL"},
+        "signature": {"input": "window", "output": "glucose"},
+        "data": {"file": str(config.patient(ds.patient_id).file.relative_to(config.root)) if config.patient(ds.patient_id).file.is_relative_to(config.root) else str(config.patient(ds.patient_id).file),
+                 "fingerprint": ds.fingerprint, "report": ds.report.as_dict(), "splits": ds.sizes(),
+                 "boundaries": ds.boundaries},
+        "metrics": result.metrics,
+        "training": result.training,
+        "library_versions": library_versions(),
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def run_patient(
+    patient_id: str,
+    hp: Hyperparameters | None = None,
+    config: Config | None = None,
+    *,
+    models_dir: Path | None = None,
+    export: bool = True,
+    dataset: PatientDataset | None = None,
+    verbose: int = 0,
+) -> RunResult:
+    """Load, train, evaluate beside the baselines and (optionally) export one patient's model."""
+    from pipeline.export import export_model
+    from pipeline.model import predict, train_model
+
+    config = config or load_config()
+    hp = hp or config.model
+    ds = dataset or load_patient_dataset(patient_id, config)
+    metrics, preds = evaluate_baselines(ds, config)
+    model, info = train_model(ds, hp, config.series, verbose=verbose)
+    preds["model"] = predict(model, ds.test.X)
+    metrics = {"model": evaluate_predictions(ds.test.y, preds["model"]), **metrics}
+    result = RunResult(patient_id, hp.as_dict(), metrics, ds.sizes(), info, predictions=preds)
+    if export:
+        target = Path(models_dir or config.models_dir)
+        result.version_dir = export_model(
+            model, target, patient_id, build_metadata(ds, hp, result, config),
+            window=config.series.window, n_features=len(config.series.features),
+        )
+        log.info("%s: exported %s", patient_id, result.version_dir)
+    result.model = model  # type: ignore[attr-defined]
+    result.dataset = ds  # type: ignore[attr-defined]
+    return result
