@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 
 import pytest
-from webapp_helpers import EXAMPLES, FakeBehaviour, LoopbackServer, make_handler, free_port
+from webapp_helpers import EXAMPLES, FakeBehaviour, LoopbackServer, free_port, make_handler
 
 
 @pytest.fixture(scope="session")
