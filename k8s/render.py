@@ -312,11 +312,7 @@ def webapp_resources(config: Config) -> list[dict[str, Any]]:
     env = [
         {"name": "GLUCOSE_FORECAST_CONFIG", "value": f"{WEBAPP_CONFIG_DIR}/{CONFIG_FILE_NAME}"},
         {"name": GATEWAY_ENV, "value": IN_CLUSTER_GATEWAY},
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "STREAMLIT_SERVER_PORT", "value": str(config.ports.webapp)},
-        {"name": "STREAMLIT_SERVER_ADDRESS", "value": "0.0.0.0"},
-        {"name": "STREAMLIT_SERVER_HEADLESS", "value": "true"},
-        {"name": "STREAMLIT_BROWSER_GATHER_USAGE_STATS", "value": "false"},
+        {"name": "HOME", "value": "/tmp"},  # Streamlit writes ~/.streamlit; the root filesystem is read-only
     ]
     deployment = {
         "apiVersion": "apps/v1",
