@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +71,6 @@ def fake_experiment(doc: dict, *extra: str, **spec: Any) -> dict:
     return doc
 
 
-@pytest.fixture
-def python() -> str:
-    return sys.executable
+@pytest.fixture(name="fake_experiment")
+def fake_experiment_fixture():
+    return fake_experiment
