@@ -15,6 +15,7 @@ if __package__ in (None, ""):  # `streamlit run webapp/app.py` puts webapp/ on t
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from pipeline.config import Config, ConfigError, load_config
@@ -52,9 +53,9 @@ def sidebar(config: Config, gateway: str) -> tuple[str, PatientStatus, str | Non
         )
         status = statuses[patient]
         if status.available:
-            st.success(f"Model version {status.version} of {patient} will answer.", icon="✅")
+            st.success(f"Model version {status.version} of {patient} will answer.", icon=":material/check_circle:")
         else:
-            st.warning(status.message or f"The model of {patient} is not available right now.", icon="⚠️")
+            st.warning(status.message or f"The model of {patient} is not available right now.", icon=":material/warning:")
         if st.button("Check the service again", use_container_width=True):
             patient_statuses.clear()
             st.rerun()
@@ -113,7 +114,7 @@ def validated_upload(config: Config, patient: str, unit: str | None) -> Prepared
         key="upload",
     )
     if uploaded is None:
-        st.info("Upload a file to begin. Not sure what to upload? Open “Which files can I upload?” above.", icon="📄")
+        st.info("Upload a file to begin. Not sure what to upload? Open “Which files can I upload?” above.", icon=":material/upload_file:")
         return None
     key = (uploaded.file_id, uploaded.name, unit, config.patient(patient).carb_unit)
     cached = st.session_state.get("prepared")
@@ -134,20 +135,20 @@ def validated_upload(config: Config, patient: str, unit: str | None) -> Prepared
         st.session_state["prepared"] = cached = (key, prepared)
     prepared = cached[1]
     if isinstance(prepared, str):
-        st.error(f"**This file cannot be used yet.** {prepared}", icon="🚫")
+        st.error(f"**This file cannot be used yet.** {prepared}", icon=":material/error:")
         st.caption("Fix the file and upload it again; nothing has been sent.")
         return None
     known = int(np.isfinite(prepared.actual).sum())
     with_actual = f", {known:,} with the glucose measured afterwards" if known else ""
     st.success(
-        f"“{prepared.filename}” is valid: {prepared.n:,} forecast(s) to make{with_actual} "
-        f"({prepared.kind_label}).",
-        icon="✔️",
+        f"“{prepared.filename}” is valid ({prepared.kind_label}): {prepared.n:,} forecast(s) to make"
+        f"{with_actual}.",
+        icon=":material/task_alt:",
     )
     for note in prepared.notes:
-        st.info(note, icon="ℹ️")
+        st.info(note, icon=":material/info:")
     for warning in prepared.warnings:
-        st.warning(warning, icon="⚠️")
+        st.warning(warning, icon=":material/warning:")
     return prepared
 
 
@@ -166,7 +167,7 @@ def run_forecast(config: Config, gateway: str, patient: str, status: PatientStat
         except wclient.ServingError as exc:
             bar.empty()
             st.session_state.pop("result", None)
-            st.error(f"**No forecast this time.** {exc}", icon="🔌")
+            st.error(f"**No forecast this time.** {exc}", icon=":material/cloud_off:")
             return
         bar.empty()
         st.session_state["result"] = {"key": key, "forecasts": forecasts, "version": status.version}
@@ -182,16 +183,24 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
     version_text = f" · model v{version}" if version else ""
     st.subheader(f"Your forecasts{version_text}")
     counts = wres.counts(forecasts)
-    c = st.columns(4)
-    c[0].metric("Forecasts", f"{len(forecasts):,}")
-    c[1].metric("In range (70–180 mg/dL)", f"{counts[wres.IN_RANGE]:,}")
-    c[2].metric("Low forecasts", f"{counts[wres.LOW]:,}", help="Forecast below 70 mg/dL (3.9 mmol/L)")
-    c[3].metric("High forecasts", f"{counts[wres.HIGH]:,}", help="Forecast above 180 mg/dL (10 mmol/L)")
+    digits = 1 if unit == "mmol/L" else 0
+    latest, last = float(forecasts[-1]) * wres.unit_factor(unit), float(prepared.last_glucose[-1]) * wres.unit_factor(unit)
+    when = f" (for {prepared.times[-1] + pd.Timedelta(minutes=ahead):%H:%M})" if prepared.times is not None else ""
+    c = st.columns([1.4, 1, 1, 1, 1])
+    c[0].metric(
+        f"Latest forecast{when}", f"{latest:.{digits}f} {unit}",
+        delta=f"{latest - last:+.{digits}f} from {last:.{digits}f} now", delta_color="off",
+        help=f"The forecast made from the last {spec.window * spec.interval_minutes} minutes of your file.",
+    )
+    c[1].metric("Forecasts", f"{len(forecasts):,}")
+    c[2].metric("In range", f"{counts[wres.IN_RANGE]:,}", help="Forecast between 70 and 180 mg/dL (3.9–10 mmol/L)")
+    c[3].metric("Low forecasts", f"{counts[wres.LOW]:,}", help="Forecast below 70 mg/dL (3.9 mmol/L)")
+    c[4].metric("High forecasts", f"{counts[wres.HIGH]:,}", help="Forecast above 180 mg/dL (10 mmol/L)")
     if counts[wres.LOW]:
         st.warning(
             f"{counts[wres.LOW]} forecast(s) predict a **low** (below 70 mg/dL) within {ahead} minutes; "
             "they are marked in red.",
-            icon="🔻",
+            icon=":material/arrow_downward:",
         )
     st.plotly_chart(wres.forecast_figure(prepared, forecasts, spec, unit), use_container_width=True)
     acc = wres.accuracy(prepared, forecasts, unit)
@@ -209,7 +218,13 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
             f"naive guess that glucose stays where it is for the next {ahead} minutes."
         )
     table = wres.results_frame(prepared, forecasts, spec, unit)
-    st.dataframe(table, use_container_width=True, hide_index=True, height=min(400, 38 + 35 * len(table)))
+    st.dataframe(
+        table, use_container_width=True, hide_index=True, height=min(400, 38 + 35 * len(table)),
+        column_config={
+            c: st.column_config.DatetimeColumn(c, format="YYYY-MM-DD HH:mm")
+            for c in ("last reading at", "forecast for") if c in table
+        },
+    )
     st.download_button(
         "Download the forecasts (CSV)",
         wres.results_csv(table),
@@ -220,7 +235,7 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
 
 
 def main() -> None:
-    st.set_page_config(page_title="Glucose forecast", page_icon="🩸", layout="wide")
+    st.set_page_config(page_title="Glucose forecast", page_icon=":material/monitoring:", layout="wide")
     try:
         config = load_config()
     except ConfigError as exc:

@@ -14,7 +14,7 @@ APP = Path(__file__).resolve().parent / "app.py"
 
 
 def streamlit_command(port: int, address: str, python: str = sys.executable) -> list[str]:
-    """The command line that serves the app (also used by the browser test)."""
+    """The command line that serves the app; run it from webapp/ (settings in webapp/.streamlit/)."""
     return [
         python, "-m", "streamlit", "run", str(APP),
         "--server.port", str(port),
@@ -37,7 +37,8 @@ def _run(args: argparse.Namespace) -> int:
     host = "localhost" if args.address in ("127.0.0.1", "0.0.0.0") else args.address
     print(f"web app: http://{host}:{port}  (forecasts from {gateway}; Ctrl-C to stop)", flush=True)
     try:
-        return subprocess.call(streamlit_command(port, args.address), env=env, cwd=config.root)
+        # From webapp/, so that Streamlit reads webapp/.streamlit/config.toml.
+        return subprocess.call(streamlit_command(port, args.address), env=env, cwd=APP.parent)
     except KeyboardInterrupt:
         return 130
 

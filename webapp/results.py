@@ -117,10 +117,11 @@ def forecast_figure(prep: PreparedInput, forecasts: np.ndarray, spec: SeriesSpec
                 )
             )
     top = max(float(np.nanmax(y)), float(np.nanmax(prep.actual * f)) if prep.has_actuals else 0.0, high)
+    bottom = min(0.0, float(np.nanmin(y)) * 1.1)  # a (wrong) negative forecast stays visible
     fig.update_layout(
         height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="x unified",
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-        yaxis={"title": f"glucose ({unit})", "range": [0, top * 1.1]},
+        yaxis={"title": f"glucose ({unit})", "range": [bottom, top * 1.1]},
         xaxis={"title": x_title}, template="plotly_white",
     )
     return fig

@@ -33,8 +33,8 @@ from pipeline.series import MMOL_TO_MGDL, SeriesReport, convert_glucose_units
 Progress = Callable[[float, str], None]
 
 KIND_LABELS = {
-    "window": "window CSV (one forecast per row)",
-    "timeseries": "time-series CSV (timestamp, glucose, insulin, carbs)",
+    "window": "window CSV, one forecast per row",
+    "timeseries": "time-series CSV",
     "hupa": "HUPA-UCM dataset CSV",
     "ohio": "OhioT1DM dataset XML",
 }
