@@ -240,10 +240,9 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
     """Validate a parsed TOML document; raise ConfigError naming the offending field."""
     root = path.resolve().parent
     series = _section(raw, "series", SeriesSpec, path)
-    if tuple(series.features) != ("glucose", "insulin", "carbs"):
-        # The readers produce exactly these three; the order is free.
-        if sorted(series.features) != ["carbs", "glucose", "insulin"]:
-            raise ConfigError(f"{path}: [series].features must be a permutation of glucose, insulin, carbs")
+    # The readers produce exactly these three; the order is free.
+    if sorted(series.features) != ["carbs", "glucose", "insulin"]:
+        raise ConfigError(f"{path}: [series].features must be a permutation of glucose, insulin, carbs")
     if series.window < 2 or series.horizon < 1:
         raise ConfigError(f"{path}: [series] window must be >= 2 and horizon >= 1")
     split = _section(raw, "split", SplitSpec, path)
@@ -305,5 +304,5 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     p = find_config_path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
-    env_key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("GF_")))
+    env_key = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("GF_") or k == "GATEWAY_PORT"))
     return _load_cached(p.resolve(), p.stat().st_mtime, env_key)

@@ -47,13 +47,14 @@ def _csv(data: bytes, name: str, sep: str, required: list[str]) -> pd.DataFrame:
     except pd.errors.ParserError as exc:
         raise ReaderError(f"{name}: not a valid '{sep}'-separated CSV: {exc}") from exc
     df.columns = [c.strip() for c in df.columns]
+    other = ";" if sep == "," else ","
+    if len(df.columns) == 1 and other in header:
+        raise ReaderError(
+            f"{name}: wrong separator: the header is '{other}'-separated, but this format is '{sep}'-separated"
+        )
     missing = [c for c in required if c not in df.columns]
     if missing:
-        other = ";" if sep == "," else ","
-        hint = (
-            f" The header looks '{other}'-separated; this format uses '{sep}'." if other in header and sep not in header else ""
-        )
-        raise ReaderError(f"{name}: missing column(s) {', '.join(missing)}; found: {', '.join(df.columns)}.{hint}")
+        raise ReaderError(f"{name}: missing column(s) {', '.join(missing)}; found: {', '.join(df.columns)}")
     if df.empty:
         raise ReaderError(f"{name}: the file has a header but no data rows")
     return df

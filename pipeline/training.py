@@ -6,6 +6,7 @@ functions; none re-implements them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
@@ -50,10 +51,8 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for pkg in ("tensorflow-cpu", "keras", "numpy", "pandas", "scikit-learn", "glucose-forecast"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 

@@ -1,0 +1,33 @@
+"""The console script: help that explains, clear errors, the data report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def gf(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_help_lists_every_part():
+    out = gf("--help").stdout
+    for command in ("data", "train", "evaluate", "bench", "demo"):
+        assert command in out
+
+
+def test_data_report_json():
+    r = gf("data", "--patient", "hupa0016p", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)[0]
+    assert rep["native_interval_minutes"] == 15 and rep["n_meals"] == 83 and rep["n_boluses"] == 91
+
+
+def test_unknown_patient_and_bad_file_are_clear_errors(tmp_path):
+    r = gf("data", "--patient", "nobody")
+    assert r.returncode == 2 and "unknown patient 'nobody'" in r.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,glucose,insulin,carbs\n2024-01-01 00:00:00,abc,0,0\n")
+    r = gf("data", "--file", str(bad))
+    assert r.returncode == 2 and "row 2, column 'glucose'" in r.stderr
