@@ -52,6 +52,7 @@ GATEWAY_NAME = "glucose-forecast"  # overlays/gateway/gateway.yaml
 PORT_NAME = "http"  # NetworkPolicies and Services refer to the container port by this name
 WEBAPP_CONFIG_DIR = "/etc/glucose-forecast"
 CONFIG_FILE_NAME = "glucose-forecast.toml"
+METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's, as set in base/monitoring.config
 # The web app in the cluster calls the models like any client: through the ingress controller
 # (the Service the minikube ingress addon creates).
 IN_CLUSTER_GATEWAY = "http://ingress-nginx-controller.ingress-nginx.svc.cluster.local"
@@ -180,7 +181,16 @@ def serving_resources(config: Config, patient: str) -> list[dict[str, Any]]:
             "replicas": SERVING_REPLICAS,
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {
+                    "labels": labels,
+                    # for a Prometheus with the usual kubernetes-pods scrape job (metrics enabled
+                    # by the base's --monitoring_config_file)
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(config.ports.container),
+                        "prometheus.io/path": METRICS_PATH,
+                    },
+                },
                 "spec": {
                     "containers": [
                         {

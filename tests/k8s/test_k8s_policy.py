@@ -242,3 +242,22 @@ def test_webapp_overlay_runs_the_app_against_the_ingress(rendered_docs, config):
     ids = [p["id"] for p in tomllib.loads(cm["data"][fname])["patients"]]
     assert ids == config.patient_ids
     assert not [d for d in rendered_docs["minikube"] if d["metadata"]["name"] == "webapp"]
+
+
+def test_model_servers_export_prometheus_metrics(rendered_docs, config):
+    from k8s.render import METRICS_PATH
+
+    docs = rendered_docs["minikube"]
+    configmaps = {d["metadata"]["name"]: d for d in _by_kind(docs, "ConfigMap")}
+    for dep in _by_kind(docs, "Deployment"):
+        pod = dep["spec"]["template"]
+        (c,) = pod["spec"]["containers"]
+        flag = next(a for a in c["args"] if a.startswith("--monitoring_config_file="))
+        path = flag.split("=", 1)[1]
+        mount = next(m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+        volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+        text = configmaps[volume["configMap"]["name"]]["data"][path.rsplit("/", 1)[1]]
+        assert "enable: true" in text and f'path: "{METRICS_PATH}"' in text
+        ann = pod["metadata"]["annotations"]
+        assert ann["prometheus.io/path"] == METRICS_PATH
+        assert ann["prometheus.io/port"] == str(config.ports.container)
