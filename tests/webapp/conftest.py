@@ -31,7 +31,7 @@ def loopback() -> Iterator[LoopbackServer]:
     behaviour = FakeBehaviour()
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(behaviour))
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield LoopbackServer(f"http://127.0.0.1:{server.server_address[1]}", behaviour)
@@ -54,11 +54,9 @@ def down_url() -> str:
 def stack(tiny_models_dir, config):
     from serving.launch import local_stack
 
-    s = local_stack(tiny_models_dir, config, gateway_port=0, replicas=2)
-    try:
+    with local_stack(tiny_models_dir, config, gateway_port=0, replicas=2) as s:
+        assert s.gateway_url, "nginx is required for the web-app tests (apt-get install nginx)"
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture(scope="session")
