@@ -24,10 +24,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
 from pipeline.config import Config, load_config
-
-PIPELINE_NAME = "glucose-forecast"
-EXPERIMENT_NAME = "glucose-forecast"
-YAML_PATH = Path(__file__).with_name("glucose_forecast_pipeline.yaml")
+from pipeline.kfp_steps import PIPELINE_NAME, YAML_PATH
 
 
 def pipeline_image(config: Config | None = None) -> str:

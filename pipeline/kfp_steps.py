@@ -14,6 +14,8 @@ from typing import Any
 
 from pipeline.config import Config, Hyperparameters
 
+PIPELINE_NAME = "glucose-forecast"
+YAML_PATH = Path(__file__).with_name("glucose_forecast_pipeline.yaml")  # compiled, committed
 KERAS_FILE = "model.keras"  # the trained model inside the `compute` step's Model artifact
 
 
