@@ -25,7 +25,8 @@ from pipeline.routes import path_regex, routes
 def extra_rendered(extra_config, tmp_path_factory):
     from k8s.render import render_overlays
 
-    out = render_overlays(extra_config, tmp_path_factory.mktemp("k8s-extra") / "out")
+    overlays = ["minikube", "minikube-full", "gateway", "nodeport"]
+    out = render_overlays(extra_config, tmp_path_factory.mktemp("k8s-extra") / "out", overlays)
     return {name: load_docs(path) for name, path in out.items()}
 
 

@@ -261,3 +261,17 @@ def test_model_servers_export_prometheus_metrics(rendered_docs, config):
         ann = pod["metadata"]["annotations"]
         assert ann["prometheus.io/path"] == METRICS_PATH
         assert ann["prometheus.io/port"] == str(config.ports.container)
+
+
+def test_gateway_and_nodeport_overlays_adjust_who_may_reach_the_model_servers(rendered_docs):
+    def policy(overlay):
+        (p,) = [d for d in _by_kind(rendered_docs[overlay], "NetworkPolicy") if d["metadata"]["name"] == "model-server"]
+        return p["spec"]
+
+    peers = policy("gateway")["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"gateway.networking.k8s.io/gateway-name": "glucose-forecast"}}} in peers
+    assert not [p for p in peers if p.get("namespaceSelector", {}).get("matchLabels", {}).get(
+        "kubernetes.io/metadata.name") == "ingress-nginx"]
+    nodeport = policy("nodeport")["ingress"]
+    assert nodeport[0]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ingress-nginx"}
+    assert nodeport[1] == {"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": "http"}]}

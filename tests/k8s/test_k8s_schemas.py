@@ -13,7 +13,10 @@ import pytest
 import yaml
 from k8s_helpers import SCHEMAS
 
-KUBERNETES_VERSION = "1.35.0"  # current minikube default line; kubernetes-validate ships the schemas offline
+# kubernetes-validate ships the schemas of each release, so validation runs offline: the oldest
+# release we support and the newest one it knows.
+KUBERNETES_VERSION = "1.35.0"
+KUBERNETES_VERSIONS = (KUBERNETES_VERSION, kubernetes_validate.utils.latest_version())
 CORE_GROUPS = ("v1", "apps/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1")
 
 
@@ -76,11 +79,13 @@ def test_core_kinds_validate_strictly(rendered_docs):
         for doc in docs:
             if doc["apiVersion"] not in CORE_GROUPS:
                 continue
-            try:
-                kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                path = ".".join(str(p) for p in exc.path)
-                errors.append(f"{overlay}: {doc['kind']}/{doc['metadata']['name']}: {path}: {exc.message}")
+            for version in KUBERNETES_VERSIONS:
+                try:
+                    kubernetes_validate.validate(doc, version, strict=True)
+                except kubernetes_validate.ValidationError as exc:
+                    path = ".".join(str(p) for p in exc.path)
+                    errors.append(f"{overlay} (k8s {version}): {doc['kind']}/{doc['metadata']['name']}: "
+                                  f"{path}: {exc.message}")
             checked += 1
     assert not errors, "\n".join(errors)
     assert checked > 50
@@ -147,3 +152,25 @@ def test_prometheus_rule_groups_pass_promtool(rendered_docs, tmp_path):
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     proc = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_katib_experiments_match_the_katib_openapi_schema(config):
+    """The Experiments the tuning area renders for every configured patient (deployed with
+    `kubectl apply -f build/katib/`, see docs/deploy-minikube.md) are valid Katib v1beta1."""
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    from katib.render import render_experiment
+
+    api = json.loads((SCHEMAS / "katib-v1beta1-openapi.json").read_text())
+    registry = Registry().with_resource("urn:katib", Resource.from_contents(api, default_specification=DRAFT202012))
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": "urn:katib#/components/schemas/v1beta1.Experiment"}, registry=registry
+    )
+    for pid in config.patient_ids:
+        experiment = render_experiment(config, pid)
+        assert experiment["kind"] == "Experiment"
+        assert not [e.message for e in validator.iter_errors(experiment)], pid
+    broken = render_experiment(config, config.patient_ids[0])
+    broken["spec"]["parameters"][0]["feasibleSpace"] = "wide"
+    assert list(validator.iter_errors(broken))
