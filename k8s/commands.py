@@ -67,7 +67,13 @@ def _list(args: argparse.Namespace) -> int:
     from k8s.render import KUSTOMIZE_DIR, overlay_names
 
     for name in overlay_names():
-        text = (KUSTOMIZE_DIR / "overlays" / name / "kustomization.yaml").read_text().splitlines()
-        summary = next((line.lstrip("# ").strip() for line in text if line.startswith("#")), "")
+        lines = (KUSTOMIZE_DIR / "overlays" / name / "kustomization.yaml").read_text().splitlines()
+        header = []
+        for line in lines:
+            if not line.startswith("#"):
+                break
+            header.append(line.lstrip("#").strip())
+        text = " ".join(header)
+        summary = text.split(". ", 1)[0].split(":\n", 1)[0].rstrip(".:") + "."
         print(f"{name:15s} {summary}")
     return 0
