@@ -114,7 +114,7 @@ def test_kubernetes_validate_cli_accepts_the_rendered_files(rendered):
 
 def test_every_kind_is_known(rendered_docs):
     """Nothing slips through unvalidated: each kind is core, or has a schema checked below."""
-    custom = {"HTTPRoute", "Gateway", "PrometheusRule"}
+    custom = {"HTTPRoute", "Gateway", "PrometheusRule", "PodMonitor"}
     for overlay, docs in rendered_docs.items():
         for doc in docs:
             assert doc["apiVersion"] in CORE_GROUPS or doc["kind"] in custom, (overlay, doc["kind"])
@@ -174,3 +174,50 @@ def test_katib_experiments_match_the_katib_openapi_schema(config):
     broken = render_experiment(config, config.patient_ids[0])
     broken["spec"]["parameters"][0]["feasibleSpace"] = "wide"
     assert list(validator.iter_errors(broken))
+
+
+# No PodMonitor CRD among the fixtures either: the fields the Prometheus Operator needs.
+PODMONITOR_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "spec": {
+            "type": "object",
+            "required": ["selector", "podMetricsEndpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "required": ["matchLabels"],
+                    "properties": {"matchLabels": {"type": "object", "minProperties": 1}},
+                },
+                "podMetricsEndpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["port", "path"],
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string", "pattern": "^/"},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def test_podmonitor_scrapes_the_model_servers_metrics_port(rendered_docs):
+    from k8s.render import METRICS_PATH
+
+    docs = rendered_docs["monitoring"]
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    jsonschema.validate(monitor, PODMONITOR_SCHEMA)
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/component": "model-server"}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == METRICS_PATH and endpoint["port"] == "http"
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert monitor["metadata"]["labels"]["release"] == rule["metadata"]["labels"]["release"]
