@@ -75,10 +75,15 @@ GATEWAY_SCHEMA = {
 def test_core_kinds_validate_strictly(rendered_docs):
     checked = 0
     errors = []
+    seen: set[str] = set()
     for overlay, docs in rendered_docs.items():
         for doc in docs:
             if doc["apiVersion"] not in CORE_GROUPS:
                 continue
+            key = json.dumps(doc, sort_keys=True)
+            if key in seen:  # the same object in several overlays: validated once
+                continue
+            seen.add(key)
             for version in KUBERNETES_VERSIONS:
                 try:
                     kubernetes_validate.validate(doc, version, strict=True)
@@ -88,7 +93,7 @@ def test_core_kinds_validate_strictly(rendered_docs):
                                   f"{path}: {exc.message}")
             checked += 1
     assert not errors, "\n".join(errors)
-    assert checked > 50
+    assert checked > 40
 
 
 def test_strict_validation_catches_a_typo(rendered_docs):
