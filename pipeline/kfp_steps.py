@@ -71,3 +71,16 @@ def mae_step(version_dir: Path, X, y) -> dict:
     from pipeline.metrics import evaluate_predictions
 
     return evaluate_predictions(y, predict_saved_model(version_dir, X))
+
+
+def rebuild_model(weights: list, ds, hp: Hyperparameters, config: Config):
+    """The trained network from its weights (how the notebook's Kale steps hand a model on).
+
+    Kale marshals a Keras model with ``keras.models.load_model`` *before* the next step's imports
+    run, when the project's custom layer is not registered yet; plain weight arrays travel safely.
+    """
+    from pipeline.model import build_model
+
+    model = build_model(hp, ds.train.X, ds.train.y, config.series)
+    model.set_weights(weights)
+    return model
