@@ -1,0 +1,88 @@
+"""The real Katib trial (`python -m katib.trial`, TensorFlow) run by the local executor through `tune`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from katib.results import best_hyperparameters, load_best
+from pipeline.config import load_config
+
+TINY_SEARCH = """
+[search.default]
+learning_rate = { type = "double", min = 0.002, max = 0.004 }
+dense1 = { type = "discrete", values = [8, 16] }
+dense2 = { type = "int", min = 4, max = 8, step = 4 }
+epochs = { type = "int", min = 1, max = 2 }
+"""
+
+
+@pytest.fixture
+def tiny_config(config, tmp_path, monkeypatch):
+    """The project config with a tiny search space, 2 trials in parallel, output under tmp_path."""
+    text = config.path.read_text()
+    text = re.sub(r"\[search\.default\].*?(?=\n\[|\n# )", TINY_SEARCH.strip() + "\n", text, flags=re.S)
+    text = text.replace("max_trial_count = 10", "max_trial_count = 2").replace('file = "data/', f'file = "{config.root}/data/')
+    path = tmp_path / "glucose-forecast.toml"
+    path.write_text(text)
+    monkeypatch.setenv("GLUCOSE_FORECAST_CONFIG", str(path))
+    cfg = load_config(path)
+    assert cfg.search_space("default")["epochs"]["max"] == 2
+    return cfg
+
+
+@pytest.mark.slow
+def test_tune_runs_real_trials_and_training_can_use_the_result(tiny_config, capsys):
+    from pipeline.cli import main
+
+    assert main(["tune", "--patient", "hupa0002p", "--no-progress", "--goal", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Experiment gf-tune-hupa0002p: Succeeded (ExperimentMaxTrialsReached)" in out
+    assert "2 succeeded, 0 failed" in out
+    assert (tiny_config.root / "build" / "katib" / "hupa0002p.yaml").is_file()  # the file that ran
+
+    doc = load_best(tiny_config, "hupa0002p")
+    assert doc is not None and doc["patient"] == "hupa0002p" and doc["preset"] == "default"
+    assert len(doc["trials"]) == 2 and doc["wall_time_s"] > 0
+    best = doc["best_trial"]
+    assert set(best["parameters"]) == {"learning_rate", "dense1", "dense2", "epochs"}
+    assert best["parameters"]["dense1"] in (8, 16) and best["parameters"]["epochs"] in (1, 2)
+    assert best["mae"] == min(t["objective"] for t in doc["trials"])
+    log = Path(doc["trials"][0]["log"]).read_text()
+    assert re.search(r"^mae=\d+\.\d{6}$", log, re.M) and re.search(r"^rmse=\d+\.\d{6}$", log, re.M)
+
+    # the trial's mae is the library's mae for those hyperparameters
+    hp = best_hyperparameters(tiny_config, "hupa0002p")
+    assert hp.dense1 == best["parameters"]["dense1"] and hp.seed == tiny_config.model.seed
+    from pipeline.training import run_patient
+
+    lib = run_patient("hupa0002p", hp, tiny_config, export=False)
+    assert best["mae"] == pytest.approx(lib.metrics["model"]["mae"], abs=0.002)
+
+
+def test_trial_rejects_bad_input_with_a_clear_message():
+    base = [sys.executable, "-m", "katib.trial", "--learning-rate", "0.001", "--dense1", "8", "--dense2", "8",
+            "--epochs", "1"]
+    proc = subprocess.run([*base, "--patient", "nobody"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown patient 'nobody'" in proc.stderr and "mae=" not in proc.stdout
+    proc = subprocess.run([*base[:-2], "--epochs", "0", "--patient", "hupa0002p"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "--epochs: must be a positive integer" in proc.stderr
+
+
+def test_load_best_ignores_missing_or_incomplete_results(config, tmp_path, monkeypatch):
+    import katib.results as results
+
+    monkeypatch.setattr(results, "tuning_dir", lambda cfg: tmp_path)
+    assert load_best(config, "hupa0002p") is None
+    (tmp_path / "hupa0002p.json").write_text(json.dumps({"status": "Failed", "best_trial": None}))
+    assert load_best(config, "hupa0002p") is None
+    (tmp_path / "hupa0002p.json").write_text("{not json")
+    assert load_best(config, "hupa0002p") is None
+    (tmp_path / "hupa0002p.json").write_text(json.dumps({"best_trial": {"parameters": {"dense1": 8}}}))
+    assert load_best(config, "hupa0002p") is None
