@@ -44,6 +44,9 @@ def test_image_and_paths_in_the_guide_match_the_renderer(doc, config):
     pid = config.patient_ids[0]
     assert serving_image(config, pid).rsplit(":", 1)[0] in doc
     assert webapp_image(config) in doc
+    from katib.render import pipeline_image
+
+    assert pipeline_image(config) in doc  # the image Katib trials and pipeline steps run
     assert f"/{pid}/v1/models/{pid}:predict" in doc
 
 
