@@ -269,9 +269,12 @@ def run_experiment(
         table.row(trial)
 
     def counts() -> dict[str, int]:
-        c = {s: 0 for s in ("Succeeded", "Failed", "MetricsUnavailable", "Killed", "Running")}
+        """Katib's trial counts; ``failed`` includes MetricsUnavailable, as Katib counts it."""
+        c = {"succeeded": 0, "failed": 0, "metrics_unavailable": 0, "killed": 0, "running": 0, "pending": 0}
         for t in trials:
-            c[t.status] = c.get(t.status, 0) + 1
+            key = {"MetricsUnavailable": "metrics_unavailable"}.get(t.status, t.status.lower())
+            c[key] += 1
+        c["failed"] += c["metrics_unavailable"]
         return c
 
     try:
@@ -281,8 +284,8 @@ def run_experiment(
                     del running[name]
                     finish(trial, proc, fh)
             c = counts()
-            failed = c["Failed"] + c["MetricsUnavailable"]
-            completed = c["Succeeded"] + failed + c["Killed"]
+            failed = c["failed"]
+            completed = c["succeeded"] + failed + c["killed"]
             if best is not None and best.objective is not None and obj.reached(best.objective):
                 status, (reason, message) = "Succeeded", GOAL_REACHED
             elif exp.max_failed_trial_count is not None and failed > exp.max_failed_trial_count:
@@ -380,9 +383,8 @@ def summary(result: ExperimentResult, out: IO[str] | None = sys.stdout) -> None:
     else:
         lines.append("Best trial: none (no trial reported the objective metric)")
     lines.append(
-        f"Trials: {c.get('Succeeded', 0)} succeeded, {c.get('Failed', 0) + c.get('MetricsUnavailable', 0)} failed"
-        f" ({c.get('MetricsUnavailable', 0)} without metrics), {c.get('Killed', 0)} killed,"
-        f" {c.get('Running', 0)} running; {len(result.trials)} of max {result.max_trial_count};"
+        f"Trials: {c['succeeded']} succeeded, {c['failed']} failed ({c['metrics_unavailable']} without metrics),"
+        f" {c['killed']} killed, {c['running']} running; {len(result.trials)} of max {result.max_trial_count};"
         f" wall time {result.wall_time_s:.1f} s"
     )
     print("\n".join(lines), file=out, flush=True)

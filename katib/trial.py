@@ -5,10 +5,14 @@
 It calls the library (`pipeline.training.run_patient`, no export) and prints the metrics in
 Katib's StdOut format, one ``name=value`` per line with a plain decimal value::
 
-    mae=17.234567
+    mae=17.234567          <- the objective: MAE on the *validation* windows
     rmse=24.012345
+    test_mae=16.987654     <- the held-out test set, for the record (not in the Experiment's metrics)
+    test_rmse=23.456789
 
-(Keras's own progress lines such as ``mae: 17.2`` would not be picked up by Katib's collector.)
+Selection uses the validation split so that the test set stays unseen until the final report
+(choosing hyperparameters by test MAE would make the reported test MAE optimistic). Keras's own
+progress lines such as ``mae: 17.2`` would not be picked up by Katib's collector.
 Exit status: 0 on success, 2 for bad input, 1 when training fails.
 """
 
@@ -64,12 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_metrics(result: Any) -> dict[str, float]:
-    """The model's test-set metrics from a `RunResult` (mae, rmse, ...)."""
-    metrics = result.metrics
-    if isinstance(metrics, dict) and "model" in metrics and isinstance(metrics["model"], dict):
-        metrics = metrics["model"]
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+def trial_metrics(result: Any) -> dict[str, float]:
+    """Validation mae/rmse (the objective) and test mae/rmse of a `RunResult`."""
+    from pipeline.metrics import evaluate_predictions
+    from pipeline.model import predict
+
+    ds = result.dataset
+    val = evaluate_predictions(ds.validation.y, predict(result.model, ds.validation.X))
+    test = result.metrics["model"]
+    return {"mae": val["mae"], "rmse": val["rmse"], "test_mae": test["mae"], "test_rmse": test["rmse"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,12 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    metrics = model_metrics(result)
+    metrics = trial_metrics(result)
     print(f"trial {pid} {hp.as_dict()} trained in {time.monotonic() - start:.1f} s", file=sys.stderr)
-    for name in ("mae", "rmse"):
-        if name in metrics:
-            print(katib_metric(name, metrics[name]), flush=True)
-    return 0 if "mae" in metrics else 1
+    for name, value in metrics.items():
+        print(katib_metric(name, value), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

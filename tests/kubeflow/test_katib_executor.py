@@ -53,7 +53,7 @@ def test_max_trial_count_and_parallelism(config, tmp_path, fake_experiment):
                           goal=None, maxTrialCount=5, parallelTrialCount=2)
     result, out = _run(doc, tmp_path)
     assert result.status == "Succeeded" and result.reason == "ExperimentMaxTrialsReached"
-    assert len(result.trials) == 5 and result.counts["Succeeded"] == 5
+    assert len(result.trials) == 5 and result.counts["succeeded"] == 5
     assert _max_overlap(_intervals(result)) == 2  # two at a time, never three
     # the best trial is the minimum over trials of each trial's min-strategy mae
     maes = [t["objective"] for t in result.trials]
@@ -122,8 +122,8 @@ def test_goal_reached_stops_early_and_kills_running_trials(config, tmp_path, fak
     assert result.status == "Succeeded" and result.reason == "ExperimentGoalReached"
     assert len(result.trials) < 10
     assert result.best_trial["mae"] <= 40
-    assert result.counts["Succeeded"] >= 1
-    assert result.counts["Running"] == 0  # nothing left behind
+    assert result.counts["succeeded"] >= 1
+    assert result.counts["running"] == 0  # nothing left behind
     assert "Objective goal has reached" in out
 
 
@@ -139,7 +139,7 @@ def test_crashing_trials_fail_the_experiment_past_max_failed(config, tmp_path, f
     result, out = _run(doc, tmp_path)
     # Katib (status_util.go): Failed once the failed count exceeds maxFailedTrialCount
     assert result.status == "Failed" and result.reason == "ExperimentFailed"
-    assert result.counts["Failed"] == 3 and len(result.trials) == 3
+    assert result.counts["failed"] == 3 and len(result.trials) == 3
     assert all(t["exit_code"] == 3 and "simulated crash" in t["message"] for t in result.trials)
     assert result.best_trial is None
     assert "max failed count has reached" in out and "Best trial: none" in out
@@ -152,7 +152,7 @@ def test_some_failures_below_the_limit_still_succeed(config, tmp_path, fake_expe
     crashed = [t for t in result.trials if int(t["assignments"]["dense1"]) > 128]
     assert crashed, "the seeded sample should include large dense1 values"
     assert all(t["status"] == "Failed" for t in crashed)
-    assert result.status == "Succeeded" and result.counts["Failed"] == len(crashed)
+    assert result.status == "Succeeded" and result.counts["failed"] == len(crashed)
     assert int(result.best_trial["parameters"]["dense1"]) <= 128
 
 

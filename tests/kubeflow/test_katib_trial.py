@@ -54,15 +54,20 @@ def test_tune_runs_real_trials_and_training_can_use_the_result(tiny_config, caps
     assert best["parameters"]["dense1"] in (8, 16) and best["parameters"]["epochs"] in (1, 2)
     assert best["mae"] == min(t["objective"] for t in doc["trials"])
     log = Path(doc["trials"][0]["log"]).read_text()
-    assert re.search(r"^mae=\d+\.\d{6}$", log, re.M) and re.search(r"^rmse=\d+\.\d{6}$", log, re.M)
+    for name in ("mae", "rmse", "test_mae", "test_rmse"):
+        assert re.search(rf"^{name}=\d+\.\d{{6}}$", log, re.M), name
 
-    # the trial's mae is the library's mae for those hyperparameters
+    # the objective is the library's validation MAE for those hyperparameters (test set unseen)
     hp = best_hyperparameters(tiny_config, "hupa0002p")
     assert hp.dense1 == best["parameters"]["dense1"] and hp.seed == tiny_config.model.seed
+    from pipeline.metrics import evaluate_predictions
+    from pipeline.model import predict
     from pipeline.training import run_patient
 
     lib = run_patient("hupa0002p", hp, tiny_config, export=False)
-    assert best["mae"] == pytest.approx(lib.metrics["model"]["mae"], abs=0.002)
+    val = evaluate_predictions(lib.dataset.validation.y, predict(lib.model, lib.dataset.validation.X))
+    assert best["mae"] == pytest.approx(val["mae"], abs=0.002)
+    assert best["mae"] != lib.metrics["model"]["mae"]
 
 
 def test_trial_rejects_bad_input_with_a_clear_message():
