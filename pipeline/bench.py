@@ -7,7 +7,6 @@ Models are exported to build/bench/models so a bench run never touches models/.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
