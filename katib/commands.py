@@ -192,11 +192,22 @@ def _submit(args: argparse.Namespace, config, patients: list[str]) -> int:
         wait_for_experiment,
     )
 
-    api = custom_objects_api(args.context)
+    docs = [render_experiment(config, pid, args.preset, namespace=args.namespace, **_overrides(args))
+            for pid in patients]  # all rendered and checked before anything is sent
+    try:
+        api = custom_objects_api(args.context)
+    except Exception as exc:  # noqa: BLE001 - kubernetes.config raises several types
+        print(f"error: no Kubernetes credentials (kubeconfig or in-cluster): {exc}", file=sys.stderr)
+        return 1
     names = []
-    for pid in patients:
-        doc = render_experiment(config, pid, args.preset, namespace=args.namespace, **_overrides(args))
-        apply_experiment(api, doc, args.namespace, replace=args.replace)
+    for doc in docs:
+        try:
+            apply_experiment(api, doc, args.namespace, replace=args.replace)
+        except Exception as exc:  # noqa: BLE001 - ApiException, connection errors
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: cannot create Experiment {args.namespace}/{doc['metadata']['name']}: {reason}",
+                  file=sys.stderr)
+            return 1
         names.append(doc["metadata"]["name"])
         print(f"applied Experiment {args.namespace}/{doc['metadata']['name']}")
     if not args.wait:

@@ -206,7 +206,7 @@ def run_experiment(
     log_dir: str | os.PathLike[str],
     workdir: str | os.PathLike[str] | None = None,
     env: dict[str, str] | None = None,
-    out: IO[str] | None = sys.stdout,
+    out: IO[str] | None | str = "stdout",
     progress: bool = True,
     poll_interval: float = 0.1,
 ) -> ExperimentResult:
@@ -215,6 +215,8 @@ def run_experiment(
     ``log_dir`` receives one ``<trial>.log`` (stdout and stderr) per trial; ``workdir`` is the
     trials' working directory; ``env`` is added to this process's environment for the trials.
     """
+    if isinstance(out, str):  # "stdout": the stream current at call time (not at import)
+        out = sys.stdout
     exp = load_experiment(source)
     logs = Path(log_dir)
     logs.mkdir(parents=True, exist_ok=True)
@@ -363,8 +365,10 @@ def run_experiment(
     return result
 
 
-def summary(result: ExperimentResult, out: IO[str] | None = sys.stdout) -> None:
+def summary(result: ExperimentResult, out: IO[str] | None | str = "stdout") -> None:
     """What Katib's UI shows for a finished Experiment."""
+    if isinstance(out, str):
+        out = sys.stdout
     if out is None:
         return
     c = result.counts

@@ -79,9 +79,11 @@ def wait_for_experiment(
     *,
     timeout: float = 3600,
     poll: float = 10,
-    out: IO[str] | None = sys.stdout,
+    out: IO[str] | None | str = "stdout",
 ) -> dict[str, Any]:
     """Poll until the Experiment is Succeeded or Failed; return the final object."""
+    if isinstance(out, str):
+        out = sys.stdout
     deadline = time.monotonic() + timeout
     last = None
     while True:

@@ -6,7 +6,6 @@ file written to build/katib/<patient>.yaml, byte for byte what ``kubectl apply -
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -27,7 +26,7 @@ def tune_patient(
     parallel_trial_count: int | None = None,
     max_failed_trial_count: int | None = None,
     goal: float | None = None,
-    out: IO[str] | None = sys.stdout,
+    out: IO[str] | None | str = "stdout",
     progress: bool = True,
     experiment_dir: Path | None = None,
 ) -> dict[str, Any]:
