@@ -88,6 +88,15 @@ class Hyperparameters:
 
 
 @dataclass(frozen=True)
+class TrainingSpec:
+    population_pretraining: bool = True
+    finetune_lr_factor: float = 0.33
+    l2: float = 0.001
+    patience: int = 8
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
 class TuningSpec:
     preset: str = "default"
     random_state: int = 12347
@@ -119,6 +128,7 @@ class Config:
     series: SeriesSpec
     split: SplitSpec
     model: Hyperparameters
+    training: TrainingSpec
     tuning: TuningSpec
     search: dict[str, dict[str, dict[str, Any]]]
     ports: Ports
@@ -250,6 +260,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
         if not 0 < getattr(split, name) < 1:
             raise ConfigError(f"{path}: [split].{name} must be between 0 and 1")
     model = _section(raw, "model", Hyperparameters, path)
+    training = _section(raw, "training", TrainingSpec, path)
     tuning = _section(raw, "tuning", TuningSpec, path)
     ports = _section(raw, "ports", Ports, path)
     images = _section(raw, "images", Images, path)
@@ -287,7 +298,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             )
         )
     models_dir = Path(os.environ.get("GF_MODELS_DIR", root / "models"))
-    return Config(path, root, series, split, model, tuning, search, ports, images, tuple(patients), models_dir)
+    return Config(path, root, series, split, model, training, tuning, search, ports, images, tuple(patients), models_dir)
 
 
 @lru_cache(maxsize=8)

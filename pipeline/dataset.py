@@ -88,3 +88,28 @@ def load_test_file(patient: Patient, config: Config) -> Windows | None:
         return None
     result = read_series(patient.test_file, patient.reader, carb_unit=patient.carb_unit, spec=config.series)
     return make_windows(result.frame, config.series)
+
+
+def concat_windows(parts: list[Windows]) -> Windows:
+    return Windows(
+        np.concatenate([w.X for w in parts]),
+        np.concatenate([w.y for w in parts]),
+        pd.DatetimeIndex(np.concatenate([w.times.to_numpy() for w in parts])),
+        parts[0].glucose_index,
+    )
+
+
+_POPULATION: dict[tuple, tuple[Windows, Windows]] = {}
+
+
+def load_population(config: Config) -> tuple[Windows, Windows]:
+    """Train and validation windows of every configured patient (their test splits stay unseen).
+
+    Cached per process and per data version: a patient's model is pretrained on this, then
+    fine-tuned on its own windows.
+    """
+    key = tuple((p.id, fingerprint(p.file)) for p in config.patients)
+    if key not in _POPULATION:
+        datasets = [load_patient_dataset(p, config) for p in config.patients]
+        _POPULATION[key] = (concat_windows([d.train for d in datasets]), concat_windows([d.validation for d in datasets]))
+    return _POPULATION[key]

@@ -33,10 +33,10 @@ def load_dataset(patient_id: str, config: Config, data_file: str = ""):
 
 def train_step(patient_id: str, hp: Hyperparameters, config: Config, data_file: str = "") -> tuple[Any, Any, dict]:
     """compute: load the data and train; returns (keras model, dataset, training info)."""
-    from pipeline.model import train_model
+    from pipeline.training import fit_patient
 
     ds = load_dataset(patient_id, config, data_file)
-    model, info = train_model(ds, hp, config.series)
+    model, info = fit_patient(ds, hp, config)
     return model, ds, info
 
 
@@ -79,8 +79,8 @@ def rebuild_model(weights: list, ds, hp: Hyperparameters, config: Config):
     Kale marshals a Keras model with ``keras.models.load_model`` *before* the next step's imports
     run, when the project's custom layer is not registered yet; plain weight arrays travel safely.
     """
-    from pipeline.model import build_model
+    from pipeline.training import new_model
 
-    model = build_model(hp, ds.train.X, ds.train.y, config.series)
+    model = new_model(ds, hp, config)
     model.set_weights(weights)
     return model

@@ -5,8 +5,13 @@ Design choices beyond the seed's frame, each measured (README, "Model choices"):
 * the network predicts the 30-minute *change* from the last glucose reading, rescaled by the
   training set's change spread, and adds the last reading back inside the model (so the exported
   model still maps raw mg/dL, U and g to mg/dL);
+* the output layer also sees the flattened, normalised window (a linear skip connection), so the
+  network starts from what a linear model knows and the hidden layers learn what it cannot;
+* population pretraining: the network first learns from every configured patient's *training*
+  split, then is fine-tuned on the patient's own (a per-patient model with a population prior;
+  about 650 training windows per patient are too few for the network alone);
 * early stopping on the validation split restores the best epoch; ``epochs`` is the maximum;
-* a small L2 penalty on the dense kernels.
+* an L2 penalty on the dense kernels.
 
 The four tuned hyperparameters keep their meaning: learning_rate (Adam), dense1, dense2, epochs.
 """
@@ -19,17 +24,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.config import Hyperparameters, SeriesSpec
+from pipeline.config import Hyperparameters, SeriesSpec, TrainingSpec
 
 if TYPE_CHECKING:
     import keras
 
-    from pipeline.dataset import PatientDataset
+    from pipeline.windows import Windows
 
 log = logging.getLogger(__name__)
-L2 = 1e-4
-PATIENCE = 8
-BATCH_SIZE = 32
 
 
 def _keras():
@@ -61,19 +63,23 @@ def _layers():
     return LastValue
 
 
-def build_model(hp: Hyperparameters, X_train: np.ndarray, y_train: np.ndarray, spec: SeriesSpec) -> keras.Model:
-    """Compile the network; normalisation statistics come from the training windows only."""
+def build_model(
+    hp: Hyperparameters, X_train: np.ndarray, y_train: np.ndarray, spec: SeriesSpec, training: TrainingSpec | None = None
+) -> keras.Model:
+    """Compile the network; normalisation and change statistics come from training windows only."""
     keras = _keras()
     LastValue = _layers()
+    training = training or TrainingSpec()
     gi = spec.features.index("glucose")
     inputs = keras.Input(shape=(spec.window, len(spec.features)), name="window", dtype="float32")
     norm = keras.layers.Normalization(axis=-1, name="normalise")
     norm.adapt(X_train)
-    x = keras.layers.Flatten(name="flatten")(norm(inputs))
-    reg = keras.regularizers.L2(L2)
-    x = keras.layers.Dense(hp.dense1, activation="relu", kernel_regularizer=reg, name="dense1")(x)
+    flat = keras.layers.Flatten(name="flatten")(norm(inputs))
+    reg = keras.regularizers.L2(training.l2)
+    x = keras.layers.Dense(hp.dense1, activation="relu", kernel_regularizer=reg, name="dense1")(flat)
     x = keras.layers.Dense(hp.dense2, activation="relu", kernel_regularizer=reg, name="dense2")(x)
-    delta = keras.layers.Dense(1, name="delta")(x)
+    x = keras.layers.Concatenate(name="skip")([flat, x])
+    delta = keras.layers.Dense(1, kernel_regularizer=reg, name="delta")(x)
     change = y_train - X_train[:, -1, gi]
     scale = float(np.std(change)) or 1.0
     delta = keras.layers.Rescaling(scale=scale, offset=float(np.mean(change)), name="delta_mgdl")(delta)
@@ -84,30 +90,45 @@ def build_model(hp: Hyperparameters, X_train: np.ndarray, y_train: np.ndarray, s
     return model
 
 
-def train_model(ds: PatientDataset, hp: Hyperparameters, spec: SeriesSpec, *, verbose: int = 0) -> tuple[keras.Model, dict]:
-    """Train with early stopping on validation; return the model and a small training log."""
+def _fit(model, train: Windows, val: Windows, epochs: int, training: TrainingSpec, verbose: int) -> list[float]:
     keras = _keras()
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=training.patience, restore_best_weights=True)
+    history = model.fit(train.X, train.y, validation_data=(val.X, val.y), epochs=epochs,
+                        batch_size=training.batch_size, shuffle=True, callbacks=[stop], verbose=verbose)
+    return history.history["val_loss"]
+
+
+def train_model(
+    train: Windows,
+    validation: Windows,
+    hp: Hyperparameters,
+    spec: SeriesSpec,
+    training: TrainingSpec | None = None,
+    *,
+    population: tuple[Windows, Windows] | None = None,
+    verbose: int = 0,
+) -> tuple[keras.Model, dict]:
+    """Train (optionally pretrain on the population's train/validation windows, then fine-tune on the
+    patient's) with early stopping; return the model and a small training log."""
+    keras = _keras()
+    training = training or TrainingSpec()
     keras.utils.set_random_seed(hp.seed)
-    model = build_model(hp, ds.train.X, ds.train.y, spec)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=PATIENCE, restore_best_weights=True)
     t0 = time.perf_counter()
-    history = model.fit(
-        ds.train.X,
-        ds.train.y,
-        validation_data=(ds.validation.X, ds.validation.y),
-        epochs=hp.epochs,
-        batch_size=BATCH_SIZE,
-        shuffle=True,
-        callbacks=[stop],
-        verbose=verbose,
-    )
-    val_loss = history.history["val_loss"]
-    info = {
-        "epochs_run": len(val_loss),
-        "best_epoch": int(np.argmin(val_loss)) + 1,
-        "train_seconds": round(time.perf_counter() - t0, 2),
-    }
-    log.info("%s: trained %d epochs (best %d) in %.1fs", ds.patient_id, info["epochs_run"], info["best_epoch"], info["train_seconds"])
+    info: dict = {}
+    if population is not None:
+        pop_train, pop_val = population
+        model = build_model(hp, pop_train.X, pop_train.y, spec, training)
+        pre = _fit(model, pop_train, pop_val, hp.epochs, training, verbose)
+        info["pretrain_windows"] = len(pop_train)
+        info["pretrain_epochs"] = len(pre)
+        model.compile(optimizer=keras.optimizers.Adam(hp.learning_rate * training.finetune_lr_factor),
+                      loss="mse", metrics=["mae"])
+    else:
+        model = build_model(hp, train.X, train.y, spec, training)
+    val_loss = _fit(model, train, validation, hp.epochs, training, verbose)
+    info.update(epochs_run=len(val_loss), best_epoch=int(np.argmin(val_loss)) + 1,
+                train_seconds=round(time.perf_counter() - t0, 2))
+    log.info("trained %d epochs (best %d) in %.1fs", info["epochs_run"], info["best_epoch"], info["train_seconds"])
     return model, info
 
 

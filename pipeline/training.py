@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.baselines import baselines
 from pipeline.config import Config, Hyperparameters, load_config
-from pipeline.dataset import PatientDataset, load_patient_dataset
+from pipeline.dataset import PatientDataset, load_patient_dataset, load_population
 from pipeline.metrics import evaluate_predictions
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,31 @@ def build_metadata(ds: PatientDataset, hp: Hyperparameters, result: RunResult, c
     }
 
 
+def statistics_windows(ds: PatientDataset, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """The windows whose statistics the network's normalisation and output scale are built from."""
+    if config.training.population_pretraining:
+        pop_train, _ = load_population(config)
+        return pop_train.X, pop_train.y
+    return ds.train.X, ds.train.y
+
+
+def new_model(ds: PatientDataset, hp: Hyperparameters, config: Config):
+    """An untrained network with the same structure and statistics ``fit_patient`` uses
+    (to rebuild a trained model from its weights, e.g. between pipeline steps)."""
+    from pipeline.model import build_model
+
+    return build_model(hp, *statistics_windows(ds, config), config.series, config.training)
+
+
+def fit_patient(ds: PatientDataset, hp: Hyperparameters, config: Config, *, verbose: int = 0):
+    """Train one patient's network as configured ([training]); return (keras model, training info)."""
+    from pipeline.model import train_model
+
+    population = load_population(config) if config.training.population_pretraining else None
+    return train_model(ds.train, ds.validation, hp, config.series, config.training,
+                       population=population, verbose=verbose)
+
+
 def run_patient(
     patient_id: str,
     hp: Hyperparameters | None = None,
@@ -88,13 +113,13 @@ def run_patient(
 ) -> RunResult:
     """Load, train, evaluate beside the baselines and (optionally) export one patient's model."""
     from pipeline.export import export_model
-    from pipeline.model import predict, train_model
+    from pipeline.model import predict
 
     config = config or load_config()
     hp = hp or config.model
     ds = dataset or load_patient_dataset(patient_id, config)
     metrics, preds = evaluate_baselines(ds, config)
-    model, info = train_model(ds, hp, config.series, verbose=verbose)
+    model, info = fit_patient(ds, hp, config, verbose=verbose)
     preds["model"] = predict(model, ds.test.X)
     metrics = {"model": evaluate_predictions(ds.test.y, preds["model"]), **metrics}
     result = RunResult(patient_id, hp.as_dict(), metrics, ds.sizes(), info, predictions=preds)
