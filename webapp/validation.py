@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Config, Patient, SeriesSpec
-from pipeline.errors import InputError
+from pipeline.errors import InputError, WindowError
 from pipeline.series import MMOL_TO_MGDL, SeriesReport, convert_glucose_units
 
 Progress = Callable[[float, str], None]
@@ -201,6 +201,13 @@ def _first_bad(mask: pd.DataFrame) -> tuple[int, str] | None:
 
 
 def _to_numbers(frame: pd.DataFrame, decimal: str) -> pd.DataFrame:
+    """Numbers of a block of text cells; NaN where a cell is empty or not a number."""
+    if decimal == ".":
+        try:  # fast path: every cell is a number (NaN/inf spelled out are caught by the caller)
+            return frame.astype("float64")
+        except (ValueError, TypeError):
+            pass
+
     def convert(col: pd.Series) -> pd.Series:
         s = col.astype(object).where(col.notna(), "").astype(str).str.strip()
         if decimal != ".":
@@ -271,7 +278,7 @@ def _read_window_csv(
         for chunk in reader:
             chunk.columns = [_norm(str(c)) for c in chunk.columns]
             values = _to_numbers(chunk[required], decimal)
-            bad = values.isna()
+            bad = ~np.isfinite(values)
             hit = _first_bad(bad)
             if hit:
                 r, col = hit
@@ -403,12 +410,12 @@ def _read_series_file(
     if progress:
         progress(0.6, "Building the forecast windows…")
     readings = int(frame["glucose"].notna().sum())
+    minutes = spec.window * spec.interval_minutes
     try:
         windows = make_windows(frame, spec, require_target=False)
-    except InputError as exc:
-        raise UploadError(str(exc)) from exc
-    if len(windows.X) == 0:
-        minutes = spec.window * spec.interval_minutes
+    except WindowError:  # fewer grid steps than one window
+        windows = None
+    if windows is None or len(windows.X) == 0:
         raise UploadError(
             f"“{filename}” has {readings} glucose reading(s), but one forecast needs {spec.window} "
             f"consecutive readings {spec.interval_minutes} minutes apart ({minutes} minutes of data "

@@ -166,7 +166,7 @@ def test_timeseries_too_short_for_one_window(series_example, config):
     frame = csv_frame(series_example).head(config.series.window - 3)
     with pytest.raises(UploadError) as err:
         prep(csv_bytes(frame), config, "short.csv")
-    assert "too little for one window" in str(err.value) or "needs 15" in str(err.value)
+    assert "“short.csv” has 12 glucose reading(s), but one forecast needs 15 consecutive readings" in str(err.value)
 
 
 def test_timeseries_bad_value_names_row_and_column(series_example, config):
