@@ -171,7 +171,7 @@ def _tune(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{'patient':<12} {'status':<10} {'reason':<28} {'trials':>6} {'best mae':>9}  {'time':>7}  best parameters")
+    print(f"{'patient':<12} {'status':<10} {'reason':<28} {'trials':>6} {'val mae':>9}  {'time':>7}  best parameters")
     for r in results:
         best = r["best_trial"]
         params = " ".join(f"{k}={v}" for k, v in best["parameters"].items()) if best else "-"
