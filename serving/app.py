@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
+import numpy as np
 import orjson
 
 from serving.metrics import ServerMetrics
@@ -77,6 +78,7 @@ class ServingApp:
         access_log: AccessLog | None = None,
         inference_threads: int = 2,
     ):
+        np.seterr(over="ignore", invalid="ignore")  # float32 overflow becomes inf, rejected as not finite
         self.manager = manager
         self.max_body_bytes = max_body_bytes
         self.batching = batching
@@ -87,29 +89,24 @@ class ServingApp:
         self.executor = ThreadPoolExecutor(max_workers=inference_threads, thread_name_prefix="inference")
         self._started = False
         self._flusher: asyncio.Task | None = None
-        manager.on_change = self._update_model_gauges
+        self.metrics.gauges = self._model_gauges
 
     # -------------------------------------------------------------------------------- lifecycle
-    def _update_model_gauges(self) -> None:
+    def _model_gauges(self) -> dict[str, tuple[int, int]]:
+        out = {}
         for name in self.manager.model_names():
-            try:
-                latest = self.manager.resolve(name)
-            except ServingError:
-                self.metrics.loaded.labels(name).set(0)
-                continue
-            self.metrics.loaded.labels(name).set(
-                sum(1 for s in self.manager.loaded() if s.name == name)
-            )
-            self.metrics.version.labels(name).set(latest.version)
+            serving = self.manager.serving_versions(name)
+            out[name] = (len(serving), max(serving) if serving else 0)
+        return out
 
     async def startup(self) -> None:
+        np.seterr(over="ignore", invalid="ignore")  # numpy error state is per thread: set it on the loop's
         if not self._started:
             await asyncio.get_running_loop().run_in_executor(None, self.manager.start)
             self._started = True
-            self._update_model_gauges()
             names = self.manager.model_names()
             log.info("serving %d model(s): %s", len(names), ", ".join(
-                f"{n} (versions {sorted(self.manager._models[n].serving)})" for n in names) or "none")
+                f"{n} (versions {self.manager.serving_versions(n)})" for n in names) or "none")
         if self.access_log is not None and self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
@@ -225,7 +222,7 @@ class ServingApp:
         })
         await send({"type": "http.response.body", "body": payload})
         elapsed = time.perf_counter() - t0
-        known = model if model in self.manager._models else ("-" if model == "-" else "_unknown")
+        known = model if model == "-" or self.manager.has_model(model) else "_unknown"
         self.metrics.observe(known, api, status, elapsed)
         if self.access_log is not None:
             client = scope.get("client")
@@ -269,9 +266,9 @@ class ServingApp:
         info = req.signature.single_input
         try:
             if self.batching and info is not None and info.batchable:
-                batcher = servable.batcher(
+                batcher = servable._batchers.get(req.signature.name) or servable.batcher(
                     req.signature.name, self.executor, self.max_batch_rows, self.inline_rows,
-                    self.metrics.batch_rows.labels(name).observe,
+                    self.metrics.batch_observer(name),
                 )
                 outputs = await batcher.submit(req.inputs[info.name])
             elif req.rows <= self.inline_rows:
@@ -285,7 +282,7 @@ class ServingApp:
             if type(exc).__name__ in ("InvalidArgumentError", "ValueError", "TypeError"):
                 raise ServingError(400, f"{type(exc).__name__}: {exc}".splitlines()[0][:500]) from None
             raise
-        self.metrics.instances.labels(name).inc(req.rows)
+        self.metrics.count_instances(name, req.rows)
         return 200, encode_predict(req, outputs), servable.version, req.rows
 
 

@@ -251,6 +251,13 @@ class ModelManager:
     def model_names(self) -> list[str]:
         return sorted(self._models)
 
+    def has_model(self, name: str) -> bool:
+        return name in self._models
+
+    def serving_versions(self, name: str) -> list[int]:
+        state = self._models.get(name)
+        return sorted(state.serving) if state else []
+
     def loaded(self) -> list[Servable]:
         return [s for m in list(self._models.values()) for s in m.serving.values()]
 

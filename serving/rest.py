@@ -126,16 +126,19 @@ def to_array(value: Any, info: TensorInfo, where: str, *, batched: bool, has_boo
                 f"{where}: expected shape {_shape_text(want)} for input {info.name!r}, got "
                 f"{_shape_text(arr.shape)}"
             )
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = arr.astype(info.dtype, copy=False)
-        if out.dtype.kind in "iu" and arr.dtype.kind == "f":
-            raise bad_request(f"{where}: input {info.name!r} takes integers, got decimals")
+    if out_kind_mismatch(arr, info):
+        raise bad_request(f"{where}: input {info.name!r} takes integers, got decimals")
+    out = arr.astype(info.dtype, copy=False)  # overflow to inf is caught below (np.seterr set by the app)
     if out.dtype.kind == "f" and not np.isfinite(out).all():
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
         raise bad_request(
             f"{_pos(where, index)}: value {arr[index]!r} is not a finite {info.dtype.name} number"
         )
     return out
+
+
+def out_kind_mismatch(arr: np.ndarray, info: TensorInfo) -> bool:
+    return info.dtype.kind in "iu" and arr.dtype.kind == "f"
 
 
 def _skeleton(shape: tuple[int, ...]) -> bytes:
@@ -192,8 +195,7 @@ def _fast_parse(body: bytes, servable: Servable) -> PredictRequest | None:
         arr = np.array(flat, dtype=np.float64)
     except (ValueError, TypeError, OverflowError):
         return None
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = arr.astype(info.dtype, copy=False).reshape((n, *info.shape[1:]))
+    out = arr.astype(info.dtype, copy=False).reshape((n, *info.shape[1:]))
     if out.dtype.kind == "f" and not np.isfinite(out).all():
         return None
     if out.dtype.kind in "iu" and not np.array_equal(out, arr.reshape(out.shape)):

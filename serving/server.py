@@ -94,6 +94,8 @@ def run_server(args: argparse.Namespace) -> int:
         backlog=4096,
         timeout_keep_alive=75,  # longer than nginx's upstream keepalive, so nginx closes first
         timeout_graceful_shutdown=10,
+        server_header=False,
+        date_header=False,
     )
     server = uvicorn.Server(config)
     logging.getLogger("serving").info("model server on http://%s:%d (pid %d)", args.host, args.port, os.getpid())
