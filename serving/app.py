@@ -20,7 +20,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
-import numpy as np
 import orjson
 
 from serving.metrics import ServerMetrics
@@ -78,7 +77,6 @@ class ServingApp:
         access_log: AccessLog | None = None,
         inference_threads: int = 2,
     ):
-        np.seterr(over="ignore", invalid="ignore")  # float32 overflow becomes inf, rejected as not finite
         self.manager = manager
         self.max_body_bytes = max_body_bytes
         self.batching = batching
@@ -100,7 +98,6 @@ class ServingApp:
         return out
 
     async def startup(self) -> None:
-        np.seterr(over="ignore", invalid="ignore")  # numpy error state is per thread: set it on the loop's
         if not self._started:
             await asyncio.get_running_loop().run_in_executor(None, self.manager.start)
             self._started = True

@@ -128,13 +128,22 @@ def to_array(value: Any, info: TensorInfo, where: str, *, batched: bool, has_boo
             )
     if out_kind_mismatch(arr, info):
         raise bad_request(f"{where}: input {info.name!r} takes integers, got decimals")
-    out = arr.astype(info.dtype, copy=False)  # overflow to inf is caught below (np.seterr set by the app)
+    if too_large_for(arr, info.dtype):
+        index = tuple(int(i) for i in np.argwhere(~(np.abs(arr) <= np.finfo(info.dtype).max))[0])
+        raise bad_request(f"{_pos(where, index)}: value {arr[index]!r} is beyond the {info.dtype.name} range")
+    out = arr.astype(info.dtype, copy=False)
     if out.dtype.kind == "f" and not np.isfinite(out).all():
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
         raise bad_request(
             f"{_pos(where, index)}: value {arr[index]!r} is not a finite {info.dtype.name} number"
         )
     return out
+
+
+def too_large_for(arr: np.ndarray, dtype: np.dtype) -> bool:
+    """Would casting overflow to infinity (float64 JSON numbers into a float32 input)?"""
+    return (arr.dtype.kind == "f" and dtype.kind == "f" and arr.dtype.itemsize > dtype.itemsize and arr.size > 0
+            and not bool((np.abs(arr) <= np.finfo(dtype).max).all()))
 
 
 def out_kind_mismatch(arr: np.ndarray, info: TensorInfo) -> bool:
@@ -194,6 +203,8 @@ def _fast_parse(body: bytes, servable: Servable) -> PredictRequest | None:
     try:
         arr = np.array(flat, dtype=np.float64)
     except (ValueError, TypeError, OverflowError):
+        return None
+    if too_large_for(arr, info.dtype):
         return None
     out = arr.astype(info.dtype, copy=False).reshape((n, *info.shape[1:]))
     if out.dtype.kind == "f" and not np.isfinite(out).all():
