@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from pipeline.config import SeriesSpec
+from pipeline.metrics import evaluate_predictions
 from webapp.validation import MGDL_PER_MMOL, PreparedInput
 
 TARGET_RANGE_MGDL = (70.0, 180.0)  # international consensus time-in-range target
@@ -46,20 +47,21 @@ def results_frame(prep: PreparedInput, forecasts: np.ndarray, spec: SeriesSpec, 
 
 
 def accuracy(prep: PreparedInput, forecasts: np.ndarray, unit: str = "mg/dL") -> dict[str, float] | None:
-    """MAE and RMSE of the model and of persistence (glucose stays where it is) where actuals exist."""
-    mask = np.isfinite(prep.actual)
-    if not mask.any():
+    """MAE and RMSE of the model and of persistence (glucose stays where it is) where actuals exist.
+
+    Scored by the project's own metrics (:func:`pipeline.metrics.evaluate_predictions`), in ``unit``.
+    """
+    if not np.isfinite(prep.actual).any():
         return None
     f = unit_factor(unit)
-    y = prep.actual[mask]
-    model_err = forecasts[mask] - y
-    pers_err = prep.last_glucose[mask] - y
+    model = evaluate_predictions(prep.actual, forecasts)
+    persistence = evaluate_predictions(prep.actual, prep.last_glucose)
     return {
-        "n": int(mask.sum()),
-        "model_mae": float(np.mean(np.abs(model_err)) * f),
-        "model_rmse": float(np.sqrt(np.mean(model_err**2)) * f),
-        "persistence_mae": float(np.mean(np.abs(pers_err)) * f),
-        "persistence_rmse": float(np.sqrt(np.mean(pers_err**2)) * f),
+        "n": model["n"],
+        "model_mae": model["mae"] * f,
+        "model_rmse": model["rmse"] * f,
+        "persistence_mae": persistence["mae"] * f,
+        "persistence_rmse": persistence["rmse"] * f,
     }
 
 

@@ -88,6 +88,8 @@ def test_patient_picker_lists_the_configured_patients_with_versions(monkeypatch,
         *[f"{p} · unavailable" for p in config.patient_ids[2:]],
     ]
     assert picker.value == "hupa0002p"  # the first patient whose model answers
+    downloads = [b.proto.label for b in at.get("download_button")]
+    assert downloads == ["Window CSV template", "Example window CSV", "Example time series"]
     assert "Model version 1 of hupa0002p will answer" in texts(at.success)
     picker.set_value("hupa0015p").run()
     assert "no model for patient hupa0015p" in texts(at.sidebar.warning)
@@ -108,7 +110,7 @@ def test_window_csv_forecast_equals_the_model(monkeypatch, stack, window_example
     assert {"Model MAE", "Model RMSE", "Persistence MAE", "Persistence RMSE"} <= set(labels)
     prepared = at.session_state["prepared"][1]
     ok = np.isfinite(prepared.actual)
-    mae = np.mean(np.abs(expected[ok] - prepared.actual[ok]))
+    mae = round(float(np.mean(np.abs(expected[ok] - prepared.actual[ok]))), 3)
     assert next(m.value for m in at.metric if m.label == "Model MAE") == f"{mae:.2f} mg/dL"
     assert at.get("download_button")  # results CSV
 

@@ -208,9 +208,12 @@ def test_broken_xml(config):
         prep(b"<patient><glucose_level><event ts=", config, "bad.xml")
 
 
-def test_large_window_csv_is_read_in_chunks_with_progress(window_example, config):
+def test_large_window_csv_is_read_in_chunks_with_progress(window_example, config, monkeypatch):
+    import webapp.validation
+
+    monkeypatch.setattr(webapp.validation, "CHUNK_ROWS", 5_000)
     frame = csv_frame(window_example)
-    big = pd.concat([frame] * 600, ignore_index=True)  # ~49k rows, a few MB
+    big = pd.concat([frame] * 600, ignore_index=True)  # ~49k rows, 10 chunks
     steps: list[float] = []
     p = prep(csv_bytes(big), config, progress=lambda f, _t: steps.append(f))
     assert p.n == len(big)
