@@ -37,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"starting {len(ports)} model-server replica(s) over {args.model_config_file or models_dir} "
           f"(ports {', '.join(map(str, ports))}) and the nginx gateway (port {gateway_port})", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (e.g. from a script with &)
     try:
         with local_stack(models_dir, config, gateway_port=gateway_port, server_ports=ports,
                          poll_seconds=args.poll_seconds, model_config=args.model_config_file,

@@ -4,6 +4,10 @@
 * ``start_gateway(config, upstreams, listen_port, workdir)``   real nginx with a rendered config, its
   logs, pid and temp files inside ``workdir``; works as root and as a normal user.
 * ``local_stack(models_dir, ...)``   N replicas over one models directory behind the gateway.
+
+Children run in their own session (Ctrl-C reaches only the parent, which stops them in order) and get
+SIGTERM if the thread that started them dies (Linux ``PR_SET_PDEATHSIG``): start them from a thread that
+lives as long as they should (the main thread, a test fixture).
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ from pipeline.config import Config, load_config
 
 log = logging.getLogger("serving.launch")
 LOOPBACK = "127.0.0.1"
+
+
+def _child_setup() -> None:
+    """In the child before exec: own session (Ctrl-C goes to the parent, which stops children in order)
+    and, on Linux, SIGTERM when the parent dies, so nothing outlives a killed ``make serve``."""
+    os.setsid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -147,7 +161,8 @@ def spawn_server(
     cmd += list(extra_args)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     log_file = open(log_path, "ab")  # noqa: SIM115 - closed by the handle
-    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            preexec_fn=_child_setup)
     log.info("model server starting on %s:%d (pid %d, log %s)", host, port, proc.pid, log_path)
     return ServerHandle(proc, port, log_path, host, log_file)
 
@@ -253,7 +268,7 @@ def start_gateway(
     check = subprocess.run([*base, "-t", "-q"], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"nginx rejected {conf}:\n{check.stderr.strip()}")
-    proc = subprocess.Popen([*base, "-g", "daemon off;"], stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen([*base, "-g", "daemon off;"], stdin=subprocess.DEVNULL, preexec_fn=_child_setup,
                             stdout=subprocess.DEVNULL, stderr=open(workdir / "logs" / "nginx.stderr", "ab"))  # noqa: SIM115
     _wait_tcp(LOOPBACK, port, proc, 15, "nginx", workdir / "logs" / "error.log")
     scheme = "https" if render_options.get("tls") else "http"
