@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,50 @@ FAKE_TRIAL = HERE / "fake_trial.py"
 @pytest.fixture(scope="session")
 def config():
     return load_config(REPO / "glucose-forecast.toml")
+
+
+def fast_config_text(config, **replace: str) -> str:
+    """The project config as text, data paths made absolute, without population pretraining
+    (each test training then sees one patient's data only: the mechanics under test are the same)."""
+    text = config.path.read_text().replace('file = "data/', f'file = "{config.root}/data/')
+    text, n = re.subn(r"^population_pretraining = true", "population_pretraining = false", text, flags=re.M)
+    assert n == 1, "[training].population_pretraining not found in the config"
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture
+def fast_config(config, tmp_path, monkeypatch):
+    """A copy of the config in tmp_path (see fast_config_text), active through $GLUCOSE_FORECAST_CONFIG
+    for this process and every subprocess, kernel or pipeline step the test starts."""
+    path = tmp_path / "glucose-forecast.toml"
+    path.write_text(fast_config_text(config))
+    monkeypatch.setenv("GLUCOSE_FORECAST_CONFIG", str(path))
+    return load_config(path)
+
+
+TINY_SEARCH = """
+[search.default]
+learning_rate = { type = "double", min = 0.002, max = 0.004 }
+dense1 = { type = "discrete", values = [8, 16] }
+dense2 = { type = "int", min = 4, max = 8, step = 4 }
+epochs = { type = "int", min = 1, max = 2 }
+"""
+
+
+@pytest.fixture
+def tiny_config(config, tmp_path, monkeypatch):
+    """The project config with a tiny search space, 2 trials in parallel, output under tmp_path."""
+    text = fast_config_text(config, **{"max_trial_count = 10": "max_trial_count = 2"})
+    text = re.sub(r"\[search\.default\].*?(?=\n\[|\n# )", TINY_SEARCH.strip() + "\n", text, flags=re.S)
+    path = tmp_path / "glucose-forecast.toml"
+    path.write_text(text)
+    monkeypatch.setenv("GLUCOSE_FORECAST_CONFIG", str(path))
+    cfg = load_config(path)
+    assert cfg.search_space("default")["epochs"]["max"] == 2
+    return cfg
 
 
 def _strict(node: Any) -> Any:

@@ -11,29 +11,6 @@ from pathlib import Path
 import pytest
 
 from katib.results import best_hyperparameters, load_best
-from pipeline.config import load_config
-
-TINY_SEARCH = """
-[search.default]
-learning_rate = { type = "double", min = 0.002, max = 0.004 }
-dense1 = { type = "discrete", values = [8, 16] }
-dense2 = { type = "int", min = 4, max = 8, step = 4 }
-epochs = { type = "int", min = 1, max = 2 }
-"""
-
-
-@pytest.fixture
-def tiny_config(config, tmp_path, monkeypatch):
-    """The project config with a tiny search space, 2 trials in parallel, output under tmp_path."""
-    text = config.path.read_text()
-    text = re.sub(r"\[search\.default\].*?(?=\n\[|\n# )", TINY_SEARCH.strip() + "\n", text, flags=re.S)
-    text = text.replace("max_trial_count = 10", "max_trial_count = 2").replace('file = "data/', f'file = "{config.root}/data/')
-    path = tmp_path / "glucose-forecast.toml"
-    path.write_text(text)
-    monkeypatch.setenv("GLUCOSE_FORECAST_CONFIG", str(path))
-    cfg = load_config(path)
-    assert cfg.search_space("default")["epochs"]["max"] == 2
-    return cfg
 
 
 @pytest.mark.slow

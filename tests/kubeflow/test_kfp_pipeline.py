@@ -50,7 +50,7 @@ def test_yaml_has_three_steps_in_order_with_parameters(config):
 
 
 @pytest.mark.slow
-def test_pipeline_runs_locally_end_to_end(config, tmp_path):
+def test_pipeline_runs_locally_end_to_end(fast_config, tmp_path):
     """compute -> save -> compute_mae through kfp.local: a servable SavedModel and the library's MAE."""
     from kfp import local
 
@@ -58,12 +58,14 @@ def test_pipeline_runs_locally_end_to_end(config, tmp_path):
     from pipeline.kfp_pipeline import glucose_forecast_pipeline
     from pipeline.signature import INPUT_NAME, METADATA_FILE, OUTPUT_NAME, SIGNATURE_NAME
 
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    config = fast_config  # the steps read it through $GLUCOSE_FORECAST_CONFIG
+    root = tmp_path / "root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     run = glucose_forecast_pipeline(patient_id="hupa0003p", **TINY)
     mae = run.outputs["mae"]
 
     # the SavedModel artifact is a TF Serving model base path: <artifact>/<patient>/1/
-    [run_dir] = [p for p in tmp_path.iterdir() if p.is_dir()]
+    [run_dir] = [p for p in root.iterdir() if p.is_dir()]
     version = run_dir / "save" / "saved_model" / "hupa0003p" / "1"
     assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
     meta = json.loads((version / METADATA_FILE).read_text())

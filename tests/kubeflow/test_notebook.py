@@ -68,7 +68,7 @@ def test_imports_cell_needs_nothing_outside_the_step_image(notebook):
 
 
 @pytest.mark.slow
-def test_notebook_runs_top_to_bottom(notebook, tmp_path, monkeypatch):
+def test_notebook_runs_top_to_bottom(notebook, tmp_path, monkeypatch, fast_config):
     from nbclient import NotebookClient
 
     nb = nbformat.from_dict(json.loads(json.dumps(notebook)))  # a copy
