@@ -99,37 +99,24 @@ def _fit(model, train: Windows, val: Windows, epochs: int, training: TrainingSpe
 
 
 def train_model(
+    model: keras.Model,
     train: Windows,
     validation: Windows,
     hp: Hyperparameters,
-    spec: SeriesSpec,
     training: TrainingSpec | None = None,
     *,
-    population: tuple[Windows, Windows] | None = None,
+    learning_rate: float | None = None,
     verbose: int = 0,
-) -> tuple[keras.Model, dict]:
-    """Train (optionally pretrain on the population's train/validation windows, then fine-tune on the
-    patient's) with early stopping; return the model and a small training log."""
+) -> dict:
+    """Fit with early stopping on validation (restoring the best epoch); return a small training log."""
     keras = _keras()
     training = training or TrainingSpec()
-    keras.utils.set_random_seed(hp.seed)
+    if learning_rate is not None:
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", metrics=["mae"])
     t0 = time.perf_counter()
-    info: dict = {}
-    if population is not None:
-        pop_train, pop_val = population
-        model = build_model(hp, pop_train.X, pop_train.y, spec, training)
-        pre = _fit(model, pop_train, pop_val, hp.epochs, training, verbose)
-        info["pretrain_windows"] = len(pop_train)
-        info["pretrain_epochs"] = len(pre)
-        model.compile(optimizer=keras.optimizers.Adam(hp.learning_rate * training.finetune_lr_factor),
-                      loss="mse", metrics=["mae"])
-    else:
-        model = build_model(hp, train.X, train.y, spec, training)
     val_loss = _fit(model, train, validation, hp.epochs, training, verbose)
-    info.update(epochs_run=len(val_loss), best_epoch=int(np.argmin(val_loss)) + 1,
-                train_seconds=round(time.perf_counter() - t0, 2))
-    log.info("trained %d epochs (best %d) in %.1fs", info["epochs_run"], info["best_epoch"], info["train_seconds"])
-    return model, info
+    return {"epochs_run": len(val_loss), "best_epoch": int(np.argmin(val_loss)) + 1,
+            "train_seconds": round(time.perf_counter() - t0, 2)}
 
 
 def predict(model: keras.Model, X: np.ndarray) -> np.ndarray:

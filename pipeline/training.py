@@ -92,13 +92,41 @@ def new_model(ds: PatientDataset, hp: Hyperparameters, config: Config):
     return build_model(hp, *statistics_windows(ds, config), config.series, config.training)
 
 
+_PRETRAINED: dict[tuple, list] = {}
+
+
 def fit_patient(ds: PatientDataset, hp: Hyperparameters, config: Config, *, verbose: int = 0):
-    """Train one patient's network as configured ([training]); return (keras model, training info)."""
+    """Train one patient's network as configured ([training]); return (keras model, training info).
+
+    With population pretraining the network first learns from every configured patient's train
+    split (validated on their validation splits), then is fine-tuned on the patient's own windows
+    at a lower learning rate. The pretrained weights depend only on the population and the
+    hyperparameters, so they are computed once per process and reused across patients.
+    """
+    import keras
+
     from pipeline.model import train_model
 
-    population = load_population(config) if config.training.population_pretraining else None
-    return train_model(ds.train, ds.validation, hp, config.series, config.training,
-                       population=population, verbose=verbose)
+    keras.utils.set_random_seed(hp.seed)
+    model = new_model(ds, hp, config)
+    info: dict[str, Any] = {}
+    lr = None
+    if config.training.population_pretraining:
+        pop_train, pop_val = load_population(config)
+        key = (tuple(sorted(hp.as_dict().items())), len(pop_train), float(pop_train.y.sum()))
+        if key not in _PRETRAINED:
+            pre = train_model(model, pop_train, pop_val, hp, config.training, verbose=verbose)
+            _PRETRAINED[key] = [model.get_weights(), pre]
+            log.info("pretrained on %d population windows: %s", len(pop_train), pre)
+        weights, pre = _PRETRAINED[key]
+        model.set_weights(weights)
+        info.update(pretrain_windows=len(pop_train), pretrain_epochs=pre["epochs_run"],
+                    pretrain_seconds=pre["train_seconds"])
+        lr = hp.learning_rate * config.training.finetune_lr_factor
+    info.update(train_model(model, ds.train, ds.validation, hp, config.training, learning_rate=lr, verbose=verbose))
+    log.info("%s: fine-tuned %d epochs (best %d) in %.1fs", ds.patient_id, info["epochs_run"], info["best_epoch"],
+             info["train_seconds"])
+    return model, info
 
 
 def run_patient(
