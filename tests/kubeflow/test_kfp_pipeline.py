@@ -166,3 +166,14 @@ def test_submit_cli_reports_an_unreachable_endpoint(capsys):
     err = capsys.readouterr().err
     assert "cannot submit to http://127.0.0.1:9" in err
     assert isinstance(Submission, type)
+
+
+def test_cli_compile_and_run_local_bad_patient(tmp_path, capsys):
+    from pipeline.cli import main
+
+    out = tmp_path / "p.yaml"
+    assert main(["pipeline", "compile", "--out", str(out)]) == 0
+    assert out.read_text() == YAML_PATH.read_text()
+    assert main(["pipeline", "run-local", "--patient", "nobody"]) == 2
+    assert "unknown patient 'nobody'" in capsys.readouterr().err
+    assert main(["pipeline"]) == 2  # no action: help
