@@ -37,6 +37,12 @@ def _read_bytes(source: Source) -> tuple[bytes, str]:
     return (data.encode() if isinstance(data, str) else data), str(name)
 
 
+def sniff_separator(data: bytes) -> str:
+    """',' unless the header line is ';'-separated (European spreadsheets, with decimal commas)."""
+    header = data[:4096].decode("utf-8-sig", errors="replace").splitlines()[0] if data.strip() else ""
+    return ";" if header.count(";") > header.count(",") else ","
+
+
 def _csv(data: bytes, name: str, sep: str, required: list[str]) -> pd.DataFrame:
     if not data.strip():
         raise ReaderError(f"{name}: the file is empty")
@@ -137,7 +143,11 @@ class CanonicalReader(Reader):
     def read(self, source, *, glucose_unit=None, carb_scale=1.0, name=None):
         data, fname = _read_bytes(source)
         fname = name or fname
-        df = _csv(data, fname, ",", self.columns)
+        sep = sniff_separator(data)
+        df = _csv(data, fname, sep, self.columns)
+        if sep == ";":  # decimal commas go with ';'
+            for col in ("glucose", "insulin", "carbs"):
+                df[col] = df[col].str.replace(",", ".", regex=False)
         ts = _timestamps(df, "timestamp", fname)
         report = SeriesReport(name=Path(fname).stem, source_format=self.name)
         glucose = convert_glucose_units(
@@ -213,7 +223,14 @@ class OhioReader(Reader):
             raise ReaderError(f"{fname}: <glucose_level> has no events")
         g_ts = [self._ts(e, "ts", fname, "glucose_level", i) for i, e in enumerate(g_events)]
         g_val = [self._num(e, "value", fname, "glucose_level", i) for i, e in enumerate(g_events)]
-        glucose = convert_glucose_units(pd.Series(g_val, index=pd.DatetimeIndex(g_ts)), glucose_unit, report)
+        try:
+            glucose = convert_glucose_units(pd.Series(g_val, index=pd.DatetimeIndex(g_ts)), glucose_unit, report)
+        except ReaderError as exc:  # name the event, not a CSV row
+            msg = str(exc)
+            if ", row " in msg:
+                row = int(msg.split(", row ")[1].split(",")[0]) - 1
+                msg = f"{fname}: <glucose_level> event {row}: " + msg.split("column 'glucose': ")[1]
+            raise ReaderError(msg) from None
 
         start = min(g_ts).replace(second=0)
         end = max(g_ts)
@@ -284,10 +301,10 @@ def detect_format(data: bytes, name: str = "") -> str:
     if head.startswith("<"):
         return "ohio"
     first = head.splitlines()[0] if head else ""
+    if "timestamp" in first and "glucose" in first:  # ',' or ';'-separated
+        return "canonical"
     if first.startswith("time;") or ";glucose;" in first:
         return "hupa"
-    if "timestamp" in first and "glucose" in first:
-        return "canonical"
     raise ReaderError(
         f"{name or 'file'}: unrecognised format: expected a HUPA-UCM CSV (header 'time;glucose;...'), "
         "an OhioT1DM XML file, or a CSV with header 'timestamp,glucose,insulin,carbs'"

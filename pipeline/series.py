@@ -27,6 +27,7 @@ from pipeline.errors import ReaderError
 log = logging.getLogger(__name__)
 
 MMOL_TO_MGDL = 18.0182
+PLAUSIBLE_MGDL = (20.0, 600.0)  # outside this no CGM reports a reading: a typo or a wrong unit
 COLUMNS = ("glucose", "insulin", "carbs")
 
 
@@ -61,6 +62,7 @@ class SeriesReport:
     n_meals: int = 0
     n_boluses: int = 0
     glucose_unit: str = "mg/dL"
+    glucose_unit_detected: bool = False  # True when mmol/L was inferred from the values, not given
     insulin_recorded: bool = True
     carbs_recorded: bool = True
     warnings: list[str] = field(default_factory=list)
@@ -82,21 +84,42 @@ class ReadResult:
     report: SeriesReport
 
 
-def convert_glucose_units(glucose: pd.Series, unit: str | None, report: SeriesReport) -> pd.Series:
-    """Return mg/dL. ``unit`` None means detect: values that all look like mmol/L are converted, loudly."""
-    values = glucose.dropna()
+def detect_glucose_unit(values: np.ndarray | pd.Series, unit: str | None, report: SeriesReport) -> str:
+    """The glucose unit: ``unit`` if given, else inferred (values that all look like mmol/L), loudly."""
+    v = pd.Series(np.asarray(values, dtype=float)).dropna()
     if unit is None:
-        looks_mmol = len(values) > 0 and values.max() < 35 and values.median() < 25
+        looks_mmol = len(v) > 0 and v.max() < 35 and v.median() < 25
         unit = "mmol/L" if looks_mmol else "mg/dL"
+        report.glucose_unit_detected = looks_mmol
         if looks_mmol:
             report.warnings.append(
-                f"glucose values (median {values.median():.1f}, max {values.max():.1f}) look like mmol/L; "
+                f"glucose values (median {v.median():.1f}, max {v.max():.1f}) look like mmol/L; "
                 f"converted to mg/dL (x{MMOL_TO_MGDL}). Pass glucose_unit='mg/dL' if that is wrong."
             )
     if unit not in ("mg/dL", "mmol/L"):
         raise ReaderError(f"{report.name}: glucose unit must be 'mg/dL' or 'mmol/L', got {unit!r}")
     report.glucose_unit = unit
-    return glucose * MMOL_TO_MGDL if unit == "mmol/L" else glucose
+    return unit
+
+
+def convert_glucose_units(glucose: pd.Series, unit: str | None, report: SeriesReport) -> pd.Series:
+    """Return mg/dL (``unit`` None means detect), rejecting implausible values with their row."""
+    unit = detect_glucose_unit(glucose, unit, report)
+    mgdl = glucose * MMOL_TO_MGDL if unit == "mmol/L" else glucose
+    lo, hi = PLAUSIBLE_MGDL
+    bad = np.flatnonzero(((mgdl < lo) | (mgdl > hi)).to_numpy())
+    if len(bad):
+        i = int(bad[0])
+        raise ReaderError(
+            f"{report.name}: {row_label(i)}, column 'glucose': {glucose.iloc[i]:g} {unit} is not a plausible "
+            f"glucose value (expected {lo:g}-{hi:g} mg/dL); {len(bad)} such value(s) in the file"
+        )
+    return mgdl
+
+
+def row_label(i: int) -> str:
+    """Spreadsheet-style row of the i-th data row (the header is row 1)."""
+    return f"row {i + 2}"
 
 
 def _collinear(g: np.ndarray) -> np.ndarray:

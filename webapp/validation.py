@@ -28,7 +28,7 @@ import pandas as pd
 
 from pipeline.config import Config, Patient, SeriesSpec
 from pipeline.errors import InputError, WindowError
-from pipeline.series import MMOL_TO_MGDL, SeriesReport, convert_glucose_units
+from pipeline.series import MMOL_TO_MGDL, PLAUSIBLE_MGDL, SeriesReport, detect_glucose_unit
 
 Progress = Callable[[float, str], None]
 
@@ -40,8 +40,6 @@ KIND_LABELS = {
 }
 GLUCOSE_UNITS = ("mg/dL", "mmol/L")
 MGDL_PER_MMOL = MMOL_TO_MGDL
-# Glucose values a sensor or meter can report, in mg/dL; outside is a typing or unit mistake.
-PLAUSIBLE_MGDL = (20.0, 600.0)
 TIMESERIES_COLUMNS = ("timestamp", "glucose", "insulin", "carbs")
 CHUNK_ROWS = 20_000  # window-CSV rows parsed at a time (progress bar steps)
 MAX_ERRORS_LISTED = 5
@@ -334,8 +332,7 @@ def _read_window_csv(
     glucose = table[gcols].to_numpy(dtype=np.float64)
     # The core decides the unit (the same rule as for time series).
     unit_report = SeriesReport(name=filename, source_format="window")
-    convert_glucose_units(pd.Series(glucose[np.isfinite(glucose)]), glucose_unit, unit_report)
-    unit = unit_report.glucose_unit
+    unit = detect_glucose_unit(glucose[np.isfinite(glucose)], glucose_unit, unit_report)
     if unit == "mmol/L":
         table[gcols] = table[gcols] * MGDL_PER_MMOL
         notes.append(_mmol_note(glucose_unit is None))
@@ -401,12 +398,11 @@ def _read_series_file(
     report = result.report
     notes: list[str] = []
     warnings: list[str] = []
+    if report.glucose_unit == "mmol/L":
+        notes.append(_mmol_note(report.glucose_unit_detected))  # the same words as for window CSVs
     for message in report.warnings:
-        if "mmol/L" in message and report.glucose_unit == "mmol/L":
-            notes.append(_mmol_note(glucose_unit is None))  # the same words as for window CSVs
-        else:
+        if not (report.glucose_unit_detected and "mmol/L" in message):
             warnings.append(message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."))
-    _check_plausible_series(frame, filename, report.glucose_unit)
     if progress:
         progress(0.6, "Building the forecast windows…")
     readings = int(frame["glucose"].notna().sum())
@@ -435,21 +431,6 @@ def _read_series_file(
         notes=notes,
         warnings=warnings,
     )
-
-
-def _check_plausible_series(frame: pd.DataFrame, filename: str, unit: str) -> None:
-    """Glucose outside what a sensor reports is a typing or unit mistake: name the time and the value."""
-    low, high = PLAUSIBLE_MGDL
-    glucose = frame["glucose"]
-    bad = (glucose < low) | (glucose > high)
-    if bad.any():
-        when = glucose.index[bad.to_numpy()][0]
-        value = glucose[when] / (MGDL_PER_MMOL if unit == "mmol/L" else 1.0)
-        raise UploadError(
-            f"“{filename}”, reading at {when:%Y-%m-%d %H:%M}, column glucose: {value:g} {unit} is not a "
-            f"plausible glucose value (expected {low:g}–{high:g} mg/dL, or "
-            f"{low / MGDL_PER_MMOL:.1f}–{high / MGDL_PER_MMOL:.1f} mmol/L)."
-        )
 
 
 def prepare_upload(

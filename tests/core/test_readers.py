@@ -112,3 +112,19 @@ def test_bad_input_is_rejected_with_a_clear_message(name, config):
     with pytest.raises(ReaderError) as exc:
         read_series(data, fmt, name="upload.csv", spec=config.series)
     assert message in str(exc.value)
+
+
+def test_implausible_glucose_names_the_row(config):
+    text = b"timestamp,glucose,insulin,carbs\n2024-01-01 00:00:00,100,0,0\n2024-01-01 00:05:00,2500,0,0\n"
+    with pytest.raises(ReaderError, match=r"row 3, column 'glucose': 2500 mg/dL is not a plausible"):
+        read_series(text, spec=config.series)
+
+
+def test_semicolon_csv_with_decimal_commas(config):
+    text = "timestamp;glucose;insulin;carbs\n" + "\n".join(
+        f"2024-01-01 00:{5 * i:02d}:00;{100 + i},5;0,1;0" for i in range(12)
+    )
+    r = read_series(text.encode(), spec=config.series)
+    assert r.frame["glucose"].iloc[0] == pytest.approx(100.5)
+    assert r.frame["insulin"].iloc[1] == pytest.approx(0.1)
+    assert not r.report.glucose_unit_detected

@@ -179,7 +179,7 @@ def test_timeseries_bad_value_names_row_and_column(series_example, config):
 def test_timeseries_implausible_glucose(series_example, config):
     frame = csv_frame(series_example)
     frame.loc[20, "glucose"] = "950"
-    with pytest.raises(UploadError, match=r"column glucose: 950 mg/dL is not a plausible glucose value"):
+    with pytest.raises(UploadError, match=r"row 22, column 'glucose': 950 mg/dL is not a plausible glucose value"):
         prep(csv_bytes(frame), config, "mine.csv")
 
 
