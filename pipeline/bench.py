@@ -2,7 +2,7 @@
 
 Sections: accuracy (tuned model vs persistence, linear extrapolation, ridge; plus the untuned
 defaults), tuning and training wall time per patient, and serving speed (from serving.bench).
-Models are exported to build/bench/models so a bench run never touches models/.
+Tuning results and models go to build/bench/work/, so a bench run never touches build/tuning or models/.
 """
 
 from __future__ import annotations
@@ -115,13 +115,35 @@ def _tune(config: Config, pid: str, quick: bool) -> dict[str, Any]:
             "best_parameters": best.get("parameters"), "best_objective": best.get("mae")}
 
 
-def run_bench(config: Config, *, quick: bool = False, skip_serving: bool = False, patients: list[str] | None = None) -> int:
-    out_dir = config.root / "build" / "bench"
-    models_dir = out_dir / "models"
-    if models_dir.exists():
-        import shutil
+def isolated_config(config: Config, work: Path) -> Config:
+    """The same configuration rooted in ``work``: tuning results, Experiments and models of a bench
+    run land there and never overwrite the user's build/tuning or models/."""
+    import tomllib
 
-        shutil.rmtree(models_dir)
+    from pipeline.config import load_config
+
+    raw = tomllib.loads(config.path.read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    lines = config.path.read_text().splitlines()
+    for entry, patient in zip(raw["patients"], config.patients, strict=True):
+        for key, value in (("file", patient.file), ("test_file", patient.test_file)):
+            if key in entry and value is not None:
+                lines = [ln.replace(f'"{entry[key]}"', f'"{value}"') if ln.strip().startswith(f"{key} =") else ln
+                         for ln in lines]
+    path = work / "glucose-forecast.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return load_config(path)
+
+
+def run_bench(config: Config, *, quick: bool = False, skip_serving: bool = False, patients: list[str] | None = None,
+              out_dir: Path | None = None) -> int:
+    import shutil
+
+    out_dir = Path(out_dir or config.root / "build" / "bench")
+    if (out_dir / "work").exists():
+        shutil.rmtree(out_dir / "work")
+    config = isolated_config(config, out_dir / "work")
+    models_dir = out_dir / "work" / "models"
     patients = patients or (config.patient_ids[:1] if quick else config.patient_ids)
     started = time.perf_counter()
     accuracy, timing = accuracy_and_timing(config, patients, quick=quick, models_dir=models_dir)

@@ -194,7 +194,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from pipeline.bench import run_bench
 
-    return run_bench(load_config(), quick=args.quick, skip_serving=args.skip_serving, patients=args.patient)
+    return run_bench(load_config(), quick=args.quick, skip_serving=args.skip_serving, patients=args.patient,
+                     out_dir=args.out)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -236,6 +237,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a small smoke run (CI): checks the figures exist")
     p.add_argument("--skip-serving", action="store_true", help="accuracy and timing only")
     p.add_argument("--patient", action="append", metavar="ID", help="only these patients")
+    p.add_argument("--out", type=Path, help="output directory (default: build/bench)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="tune, train and export every patient, serve them, start the web app",

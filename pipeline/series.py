@@ -301,5 +301,5 @@ def to_grid(
     if not report.carbs_recorded:
         report.warnings.append("no carbohydrates recorded at all: read as 'not recorded', not 'none eaten'")
     for w in report.warnings:
-        log.info("%s: %s", report.name, w)
+        log.debug("%s: %s", report.name, w)
     return ReadResult(frame, report)
