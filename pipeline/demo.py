@@ -100,7 +100,8 @@ def run_demo(config: Config, *, skip_tuning: bool = False, no_webapp: bool = Fal
             "(apt-get install nginx for the gateway)")
     say("starting the local model server (2 replicas) and the nginx gateway")
     webapp = None
-    with local_stack(config.models_dir, config, gateway_port=config.ports.gateway, replicas=len(config.ports.servers)) as stack:
+    with local_stack(config.models_dir, config, gateway_port=config.ports.gateway,
+                     server_ports=list(config.ports.servers), workdir=config.root / "build" / "serve") as stack:
         base = stack.gateway_url
         if base is None:
             base = stack.server_urls[0]
