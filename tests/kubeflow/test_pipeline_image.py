@@ -53,3 +53,7 @@ def test_base_image_pinned_and_project_config_and_data_copied(config):
     for src in sources:
         assert f"!{src}" in ignore, f"{src} is copied but excluded from the build context"
     assert "pip install --no-deps ." in text
+    # runs as Kale's steps do (uid 65534, gid 0) and can write where KFP's launcher puts artifacts
+    assert re.search(r"^USER 65534:0$", text, re.M)
+    for path in ("models", "/gcs", "/minio", "/s3"):
+        assert re.search(rf"chmod 0775 [^\n]*{re.escape(path)}\b", text), path
