@@ -329,8 +329,10 @@ def run_experiment(
         raise
     finally:
         for _name, (proc, fh, trial) in list(running.items()):
-            _kill(proc)
-            finish(trial, proc, fh, killed=True)
+            done = proc.poll() is not None  # finished meanwhile: it counts as what it was
+            if not done:
+                _kill(proc)
+            finish(trial, proc, fh, killed=not done)
         running.clear()
         table.close()
 
