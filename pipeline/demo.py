@@ -53,7 +53,7 @@ def example_curl(config: Config, base_url: str) -> str:
 
     pid = config.patient_ids[0]
     X = load_patient_dataset(pid, config).test.X[:1]
-    body = json.dumps({"instances": X.round(3).tolist()}, separators=(",", ":"))
+    body = json.dumps({"instances": X.astype(float).round(2).tolist()}, separators=(",", ":"))
     return f"curl -s -X POST {base_url}/{pid}/v1/models/{pid}:predict -d '{body}'"
 
 
