@@ -20,20 +20,33 @@ def metrics_table(metrics: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def plot_forecast(times, actual, forecasts: dict[str, np.ndarray], path: Path, title: str) -> None:
+def _break_gaps(times, values: np.ndarray, max_step: np.timedelta64) -> tuple[np.ndarray, np.ndarray]:
+    """Insert NaN where consecutive points are further apart than ``max_step`` (no line across gaps)."""
+    t = np.asarray(times, dtype="datetime64[ns]")
+    v = np.asarray(values, dtype=float)
+    cut = np.flatnonzero(np.diff(t) > max_step) + 1
+    return np.insert(t, cut, t[cut - 1] + max_step), np.insert(v, cut, np.nan)
+
+
+def plot_forecast(times, actual, forecasts: dict[str, np.ndarray], path: Path, title: str, *,
+                  horizon_minutes: int = 30) -> None:
+    """Forecasts and actuals at the time they are *for* (forecast time + horizon); gaps are not bridged."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    times = np.asarray(times, dtype="datetime64[ns]") + np.timedelta64(horizon_minutes, "m")
+    max_step = np.timedelta64(30, "m")
     fig, ax = plt.subplots(figsize=(12, 4.2), dpi=110)
     ax.axhspan(70, 180, color="#2ca02c", alpha=0.08, label="target range 70–180")
     ax.plot(times, actual, ".", color="black", ms=3, label="actual (real readings)")
     styles = {"model": ("#1f77b4", 1.4), "ridge": ("#ff7f0e", 0.9), "persistence": ("#7f7f7f", 0.8)}
     for name, (colour, lw) in styles.items():
         if name in forecasts:
-            ax.plot(times, forecasts[name], "-", color=colour, lw=lw, label=name, alpha=0.9)
-    ax.set_ylabel("glucose in 30 min (mg/dL)")
+            ax.plot(*_break_gaps(times, forecasts[name], max_step), "-", color=colour, lw=lw, label=name, alpha=0.9)
+    ax.set_ylabel("glucose (mg/dL)")
+    ax.set_xlabel(f"time the forecast is for (made {horizon_minutes} minutes earlier)")
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8, ncol=5)
     ax.grid(alpha=0.3)
@@ -82,7 +95,8 @@ def write_report(result, out_dir: Path) -> Path:
     ds = result.dataset
     pid = result.patient_id
     test = ds.test
-    plot_forecast(test.times, test.y, result.predictions, out_dir / "forecast.png", f"{pid}: 30-minute forecasts on the test span")
+    plot_forecast(test.times, test.y, result.predictions, out_dir / "forecast.png",
+                  f"{pid}: 30-minute forecasts over the test span (held-out last 30%)")
     plot_clarke(test.y, result.predictions["model"], out_dir / "clarke.png", f"{pid}: Clarke error grid (model)")
     rep = ds.report
     hp = result.hyperparameters
