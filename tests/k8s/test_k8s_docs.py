@@ -7,7 +7,7 @@ import re
 import pytest
 from k8s_helpers import REPO
 
-DOC = REPO / "docs" / "deploy-minikube.md"
+DOC = REPO / "README.md"  # the "Deploy on minikube" section
 
 
 @pytest.fixture(scope="module")

@@ -161,7 +161,7 @@ def test_prometheus_rule_groups_pass_promtool(rendered_docs, tmp_path):
 
 def test_katib_experiments_match_the_katib_openapi_schema(config):
     """The Experiments the tuning area renders for every configured patient (deployed with
-    `kubectl apply -f build/katib/`, see docs/deploy-minikube.md) are valid Katib v1beta1."""
+    `kubectl apply -f build/katib/`, see README.md ("Deploy on minikube")) are valid Katib v1beta1."""
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT202012
 
