@@ -266,25 +266,32 @@ def _six_model_dir(config: Config, models_dir: Path, dest: Path) -> int:
 
 
 def memory_figures(config: Config, models_dir: Path, work: Path) -> dict[str, Any]:
+    """RSS of a replica serving one model and six models (each warmed by a few predicts).
+
+    TensorFlow is imported when the first model loads, so the runtime's share is the 1-model figure
+    minus one model's increment.
+    """
     from serving.launch import start_server
 
-    empty = work / "empty-models"
-    empty.mkdir()
     six = work / "six-models"
     n = _six_model_dir(config, models_dir, six)
+    one = work / "one-model"
+    one.mkdir()
+    first = config.patient_ids[0]
+    os.symlink(six / first, one / first)
     body = windows_body(1)
     out: dict[str, Any] = {}
-    for key, mdir in (("baseline_rss_mb", empty), ("six_models_rss_mb", six)):
+    for key, mdir, names in (("one_model_rss_mb", one, [first]), ("six_models_rss_mb", six, config.patient_ids[:n])):
         srv = start_server(0, models_dir=mdir, poll_seconds=0, log_path=work / f"mem-{key}.log")
         try:
-            if mdir is six:
-                for pid in config.patient_ids[:n]:
-                    single_requests(f"{srv.url}/v1/models/{pid}:predict", body, 3)
+            for pid in names:
+                single_requests(f"{srv.url}/v1/models/{pid}:predict", body, 3)
             out[key] = rss_mb(srv.pid)
         finally:
             srv.stop()
     out["models"] = n
-    out["per_model_mb"] = round((out["six_models_rss_mb"] - out["baseline_rss_mb"]) / max(n, 1), 1)
+    out["per_model_mb"] = round((out["six_models_rss_mb"] - out["one_model_rss_mb"]) / max(n - 1, 1), 1)
+    out["runtime_mb"] = round(out["one_model_rss_mb"] - out["per_model_mb"], 1)
     return out
 
 
@@ -349,6 +356,9 @@ def run_serving_bench(config: Config, models_dir: str | Path, *, quick: bool = F
             try:
                 doc["static_nginx"] = load(f"http://127.0.0.1:{sport}/", None, connections=32, seconds=seconds,
                                            workdir=work)
+                # the open-loop client's own latency floor (nginx answers in microseconds)
+                doc["fixed_rate_1000_static"] = asyncio.run(
+                    _fixed_rate("127.0.0.1", sport, "/", one, 1000.0, min(seconds, 3.0), 32))
             finally:
                 static_proc.terminate()
                 static_proc.wait(10)
@@ -357,10 +367,12 @@ def run_serving_bench(config: Config, models_dir: str | Path, *, quick: bool = F
             direct = f"{stack.server_urls[0]}/v1/models/{pid}:predict"
             via = f"{stack.gateway_url}/{pid}/v1/models/{pid}:predict" if stack.gateway_url else None
             single_requests(direct, one, 20)  # warm up
-            doc["direct"] = {
-                "1": load(direct, one, connections=32, seconds=seconds, workdir=work),
-                "1000": load(direct, thousand, connections=8, seconds=seconds, workdir=work),
-            }
+            metrics_url = f"{stack.server_urls[0]}/monitoring/prometheus/metrics"
+            before = _batch_counts(metrics_url, pid)
+            doc["direct"] = {"1": load(direct, one, connections=32, seconds=seconds, workdir=work)}
+            after = _batch_counts(metrics_url, pid)
+            doc["mean_rows_per_tf_call_1_window"] = round((after[0] - before[0]) / max(after[1] - before[1], 1), 2)
+            doc["direct"]["1000"] = load(direct, thousand, connections=8, seconds=seconds, workdir=work)
             if via:
                 doc["gateway"] = {
                     "1": load(via, one, connections=32, seconds=seconds, workdir=work),
@@ -375,9 +387,6 @@ def run_serving_bench(config: Config, models_dir: str | Path, *, quick: bool = F
             doc["fixed_rate_1000"]["via"] = "gateway" if via else "direct"
             doc["replica_rss_mb"] = [rss_mb(s.pid) for s in stack.servers]
             doc["replica_models_loaded"] = sum(1 for p in models_dir.iterdir() if p.is_dir())
-            metrics = __import__("urllib.request").request.urlopen(
-                f"{stack.server_urls[0]}/monitoring/prometheus/metrics").read().decode()
-            doc["mean_batch_rows_replica0"] = _mean_batch(metrics, pid)
         if not quick:
             srv = start_server(0, models_dir=models_dir, poll_seconds=0, extra_args=["--no-batching"],
                                log_path=work / "nobatch.log")
@@ -398,14 +407,18 @@ def run_serving_bench(config: Config, models_dir: str | Path, *, quick: bool = F
     return doc
 
 
-def _mean_batch(metrics: str, pid: str) -> float | None:
-    total = count = None
-    for line in metrics.splitlines():
+def _batch_counts(metrics_url: str, pid: str) -> tuple[float, float]:
+    """(rows, TensorFlow calls) so far, from the server's batch histogram."""
+    import urllib.request
+
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    total = count = 0.0
+    for line in text.splitlines():
         if line.startswith(f'gf_serving_batch_rows_sum{{model="{pid}"}}'):
             total = float(line.split()[-1])
         if line.startswith(f'gf_serving_batch_rows_count{{model="{pid}"}}'):
             count = float(line.split()[-1])
-    return round(total / count, 2) if total is not None and count else None
+    return total, count
 
 
 def _ratios_and_targets(doc: dict[str, Any]) -> None:
@@ -458,14 +471,19 @@ def format_serving(doc: dict[str, Any]) -> str:
     fr = doc["fixed_rate_1000"]
     out.append(f"Fixed 1,000 requests/s ({fr['via']}): achieved {fr['achieved_rps']}/s, p50 {fr['p50_ms']} ms, "
                f"p99 {fr['p99_ms']} ms, errors {fr['errors']}")
+    if "fixed_rate_1000_static" in doc:
+        c = doc["fixed_rate_1000_static"]
+        out.append(f"  (same client against static nginx: p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms: "
+                   "the load generator's own floor on this machine)")
     if "batching" in doc:
         b = doc["batching"]
         out.append(f"Batching (1-window, direct): on {b['on_rps']:,.0f}/s vs off {b['off_rps']:,.0f}/s "
-                   f"(x{b['speedup']}); mean rows per TF call {doc.get('mean_batch_rows_replica0')}")
+                   f"(x{b['speedup']}); mean rows per TensorFlow call {doc.get('mean_rows_per_tf_call_1_window')}")
     if "memory" in doc:
         m = doc["memory"]
-        out.append(f"Memory: replica without models {m['baseline_rss_mb']} MB, with {m['models']} models "
-                   f"{m['six_models_rss_mb']} MB, {m['per_model_mb']} MB per model")
+        out.append(f"Memory (RSS of one replica): 1 model {m['one_model_rss_mb']} MB, {m['models']} models "
+                   f"{m['six_models_rss_mb']} MB: {m['per_model_mb']} MB per model on top of "
+                   f"{m['runtime_mb']} MB for Python + TensorFlow")
     out.append(f"Replica RSS during the run: {doc.get('replica_rss_mb')} MB")
     out += ["", "| target | goal | measured | met |", "|---|---:|---:|---|"]
     for k, t in doc["targets"].items():

@@ -187,7 +187,7 @@ def _fast_parse(body: bytes, servable: Servable) -> PredictRequest | None:
     array = body[head.end() : end + 1]
     if array.translate(None, _NON_NUMBER):
         return None  # strings, literals, objects: the slow path explains
-    compact = array.translate(None, b" \n\t\r")
+    compact = array.translate(None, b" \n\t\r") if any(w in array for w in (b" ", b"\n", b"\t", b"\r")) else array
     skeleton = compact.translate(None, b"0123456789.eE+-")
     unit = _skeleton(tuple(info.shape[1:]))
     n = (len(skeleton) - 1) // (len(unit) + 1) if unit else 0
@@ -201,7 +201,7 @@ def _fast_parse(body: bytes, servable: Servable) -> PredictRequest | None:
     if len(flat) != n * size:
         return None
     try:
-        arr = np.array(flat, dtype=np.float64)
+        arr = np.fromiter(flat, dtype=np.float64, count=len(flat))
     except (ValueError, TypeError, OverflowError):
         return None
     if too_large_for(arr, info.dtype):
