@@ -4,10 +4,14 @@ replicas (routing, 404 for everything else, 413, 429, failover when a replica di
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -16,7 +20,7 @@ import pytest
 from pipeline.config import ConfigError
 from pipeline.routes import path_regex
 from serving.gateway import TLS, local_upstreams, render_gateway, templated_upstreams
-from serving.launch import free_port, nginx_binary, spawn_server, start_gateway
+from serving.launch import _wait_tcp, free_port, nginx_binary, spawn_server, start_gateway
 from tests.serving.conftest import CONTRACT_MODEL, POLL_SECONDS, requires_nginx
 
 TINY = ("hupa0002p", "hupa0003p")
@@ -231,3 +235,36 @@ def test_killing_a_replica_loses_no_request(stack, gw, serving_models, models_co
     r = httpx.post(f"{stack.servers[1].url}/v1/models/{CONTRACT_MODEL}:predict", content=window_body())
     assert r.status_code == 200
     assert np.isfinite(r.json()["predictions"]).all()
+
+
+@requires_nginx
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run nginx as an unprivileged user")
+def test_gateway_config_runs_as_an_unprivileged_user(config, stack):
+    """The rendered config (no `user` directive, every path relative to -p) works for a non-root nginx."""
+    work = Path(tempfile.mkdtemp(prefix="gf-nginx-nobody-", dir="/tmp"))
+    try:
+        for d in ("logs", "temp"):
+            (work / d).mkdir()
+        port = free_port()
+        ups = local_upstreams(config, [s.port for s in stack.servers])
+        (work / "nginx.conf").write_text(render_gateway(config, ups, port, rate=None))
+        for p in (work, *work.rglob("*")):
+            os.chown(p, 65534, 65534)
+        proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", nginx_binary(),
+                                 "-p", str(work), "-c", str(work / "nginx.conf"), "-e", "logs/error.log",
+                                 "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_tcp("127.0.0.1", port, proc, 10, "nginx as nobody", work / "logs" / "error.log")
+            big = window_body(20000)  # ~5 MB > client_body_buffer_size: nginx buffers it in temp/
+            r = httpx.post(f"http://127.0.0.1:{port}/{CONTRACT_MODEL}/v1/models/{CONTRACT_MODEL}:predict",
+                           content=big, timeout=60)
+            assert r.status_code == 200 and len(r.json()["predictions"]) == 20000
+            assert httpx.get(f"http://127.0.0.1:{port}/nope").status_code == 404
+            owner = {p.stat().st_uid for p in (work / "logs").iterdir()}
+            assert owner == {65534}
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
