@@ -62,8 +62,12 @@ def build_app(args: argparse.Namespace):
         from pipeline.config import load_config
 
         models_dir = load_config().models_dir
-    if args.model_config_file is not None and not Path(args.model_config_file).is_file():
-        raise ConfigError(f"--model-config-file {args.model_config_file} does not exist")
+    if args.model_config_file is not None:
+        from serving.modelconfig import load_model_config
+
+        if not Path(args.model_config_file).is_file():
+            raise ConfigError(f"--model-config-file {args.model_config_file} does not exist")
+        load_model_config(args.model_config_file, models_dir=models_dir)  # fail fast, naming the line
     if specs is None and args.model_config_file is None and not Path(models_dir).is_dir():
         raise ConfigError(f"models directory {models_dir} does not exist (train and export a model first)")
     manager = ModelManager(models_dir=models_dir, model_config=args.model_config_file, specs=specs,
