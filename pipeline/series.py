@@ -165,44 +165,32 @@ def detect_native_interval(glucose: np.ndarray, max_factor: int = 6) -> tuple[in
     return best_k, observed & ~np.isnan(glucose)
 
 
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of every run of True in a boolean array (stop exclusive)."""
+    padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
 def mark_hidden_gaps(glucose: np.ndarray, spec: SeriesSpec) -> np.ndarray:
     """Mask of points inside straight glucose lines longer than ``hidden_gap_minutes``.
 
     A sensor gap that a dataset filled by interpolation shows as one straight line for hours; those
     points are not readings and must neither train nor score a model.
     """
-    col = _collinear(glucose)
     limit = spec.hidden_gap_minutes // spec.interval_minutes
     hidden = np.zeros(len(glucose), dtype=bool)
-    i, n = 0, len(glucose)
-    while i < n:
-        if col[i]:
-            j = i
-            while j < n and col[j]:
-                j += 1
-            if j - i + 1 > limit:  # run of collinear interior points i..j-1 spans (j-i+1) steps
-                hidden[i:j] = True
-            i = j
-        else:
-            i += 1
+    for i, j in runs(_collinear(glucose)):
+        if j - i + 1 > limit:  # collinear interior points i..j-1: the straight line spans j-i+1 steps
+            hidden[i:j] = True
     return hidden
 
 
 def _gaps(glucose: pd.Series, interval: int) -> list[Gap]:
-    missing = glucose.isna().to_numpy()
-    gaps: list[Gap] = []
-    i, n = 0, len(missing)
-    while i < n:
-        if missing[i]:
-            j = i
-            while j < n and missing[j]:
-                j += 1
-            start, end = glucose.index[i], glucose.index[j - 1]
-            gaps.append(Gap(str(start), str(end), (j - i) * interval))
-            i = j
-        else:
-            i += 1
-    return gaps
+    return [
+        Gap(str(glucose.index[i]), str(glucose.index[j - 1]), (j - i) * interval)
+        for i, j in runs(glucose.isna().to_numpy())
+    ]
 
 
 def to_grid(
