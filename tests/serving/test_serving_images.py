@@ -50,14 +50,18 @@ def test_serving_base_is_pinned_to_the_training_tensorflow(config):
 
 
 def test_build_commands_one_per_patient_with_a_model(config, serving_models):
+    from pipeline.export import latest_version
+
     cmds, problems = build_commands(config, serving_models)
+    with_model = [p for p in config.patient_ids if latest_version(serving_models, p) is not None]
+    assert {"hupa0002p", "hupa0003p"} <= set(with_model)
     serving = [c for c in cmds if str(DOCKERFILE) in c]
-    assert len(serving) == 2  # hupa0002p and hupa0003p have models; hupa0004p is empty here
+    assert len(serving) == len(with_model)
     c = serving[0]
     assert f"SERVING_BASE={config.images.serving_base}" in c and "PATIENT=hupa0002p" in c and "VERSION=1" in c
     assert c[-1] == str(serving_models / "hupa0002p" / "1")
     assert c[c.index("--tag") + 1] == f"{config.images.registry}/serving-hupa0002p:{config.images.tag}"
-    assert {p.split(":")[0] for p in problems} == set(config.patient_ids) - {"hupa0002p", "hupa0003p"}
+    assert {p.split(":")[0] for p in problems} == set(config.patient_ids) - set(with_model)
 
 
 def test_images_build_without_docker_explains(serving_models, capsys):
