@@ -90,7 +90,7 @@ class ServingApp:
         self._started = False
         self._flusher: asyncio.Task | None = None
         self.metrics.gauges = self._model_gauges
-        manager.on_change = self._after_models_changed
+        manager.on_change = lambda: self._started and self._after_models_changed()
 
     # -------------------------------------------------------------------------------- lifecycle
     def _model_gauges(self) -> dict[str, tuple[int, int]]:
