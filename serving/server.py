@@ -42,6 +42,10 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     tune.add_argument("--max-batch-rows", type=int, default=2048, help="rows per TensorFlow call at most (default 2048)")
     tune.add_argument("--inline-rows", type=int, default=64,
                       help="batches up to this many rows run on the event loop, larger in a thread (default 64)")
+    tune.add_argument("--tensorflow-intra-op-parallelism", "--tensorflow_intra_op_parallelism", type=int, default=0,
+                      dest="intra_op", help="threads inside one TensorFlow op (0: TensorFlow's default)")
+    tune.add_argument("--tensorflow-inter-op-parallelism", "--tensorflow_inter_op_parallelism", type=int, default=0,
+                      dest="inter_op", help="TensorFlow ops run in parallel (0: TensorFlow's default)")
     tune.add_argument("--access-log", default="-",
                       help="structured (JSON lines) access log: a file path, '-' for stdout, 'off' (default '-')")
 
@@ -85,6 +89,13 @@ def run_server(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import uvicorn
 
+    if getattr(args, "intra_op", 0) or getattr(args, "inter_op", 0):
+        import tensorflow as tf  # must be configured before the first op runs
+
+        if args.intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+        if args.inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     app = build_app(args)
     config = uvicorn.Config(
         app,
