@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -21,6 +22,16 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def _ports(text: str, where: str) -> list[int]:
+    try:
+        ports = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{where}={text!r}: give comma-separated TCP ports") from None
+    if not ports or not all(0 < p < 65536 for p in ports):
+        raise ConfigError(f"{where}={text!r}: not TCP ports")
+    return ports
+
+
 # ----------------------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     """Replicas + gateway in the foreground until Ctrl-C; a replica that dies is restarted."""
@@ -31,8 +42,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.model_config_file is None and not models_dir.is_dir():
         print(f"error: models directory {models_dir} does not exist; run `make train` first", file=sys.stderr)
         return 2
-    ports = [int(p) for p in args.server_ports.split(",")] if args.server_ports else list(config.ports.servers)
-    gateway_port = args.gateway_port if args.gateway_port is not None else config.ports.gateway
+    ports = _ports(args.server_ports, "--server-ports") if args.server_ports else list(config.ports.servers)
+    if args.gateway_port is not None:
+        gateway_port = args.gateway_port
+    elif os.environ.get("GATEWAY_PORT"):
+        gateway_port = _ports(os.environ["GATEWAY_PORT"], "GATEWAY_PORT")[0]
+    else:
+        gateway_port = config.ports.gateway
     workdir = Path(args.workdir or config.root / "build" / "serve")
     print(f"starting {len(ports)} model-server replica(s) over {args.model_config_file or models_dir} "
           f"(ports {', '.join(map(str, ports))}) and the nginx gateway (port {gateway_port})", flush=True)
@@ -165,7 +181,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models-dir", type=Path, help="models directory (default: the config's models/)")
     p.add_argument("--model-config-file", type=Path, help="serve what this TF Serving models.config lists instead")
     p.add_argument("--server-ports", help="comma-separated replica ports (default: config/GF_SERVER_PORTS)")
-    p.add_argument("--gateway-port", type=int, help="gateway port (default: config/GF_GATEWAY_PORT)")
+    p.add_argument("--gateway-port", type=int,
+                   help="gateway port (default: $GATEWAY_PORT, else [ports].gateway / $GF_GATEWAY_PORT)")
     p.add_argument("--poll-seconds", type=float, default=2.0, help="new-version polling interval (default 2)")
     p.add_argument("--workdir", help="logs and nginx files (default build/serve)")
     p.set_defaults(func=cmd_serve)
