@@ -110,6 +110,10 @@ def _big(triple: bytes, steps: int = 15, n: int = 260, close: bytes = b"]}") -> 
     _big(b"[1.25,0,0.0]", close=b"]]}"),
     _big(b"[1.25,0,0.0]", steps=14),
     _big(b"[1.25,-,0.0]"),
+    _big(b"[true,0,0.0]"),
+    _big(b"[null,0,0.0]"),
+    _big(b'["1.5",0,0.0]'),
+    _big(b"[1.5,0,{}]"),
 ])
 def test_fast_path_never_accepts_invalid_json(client, body):
     assert len(body) > 32 * 1024
