@@ -233,8 +233,11 @@ def _env_overrides(ports: Ports, tuning: TuningSpec) -> tuple[Ports, TuningSpec]
 
     servers = ports.servers
     if os.environ.get("GF_SERVER_PORTS"):
-        servers = tuple(port("GF_SERVER_PORTS", int(p)) if p.strip().isdigit() else port("GF_SERVER_PORTS", -1)
-                        for p in os.environ["GF_SERVER_PORTS"].split(","))
+        raw = os.environ["GF_SERVER_PORTS"]
+        parts = [p.strip() for p in raw.split(",")]
+        if not all(p.isdigit() and 0 < int(p) < 65536 for p in parts):
+            raise ConfigError(f"environment GF_SERVER_PORTS={raw!r}: expected comma-separated TCP ports, e.g. 8601,8602")
+        servers = tuple(int(p) for p in parts)
     ports = Ports(
         container=ports.container,
         servers=servers,

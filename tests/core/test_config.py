@@ -49,3 +49,13 @@ def test_env_overrides(monkeypatch):
     monkeypatch.setenv("GF_GATEWAY_PORT", "not-a-port")
     with pytest.raises(ConfigError, match="GF_GATEWAY_PORT"):
         load_config()
+
+
+def test_server_ports_from_the_environment(monkeypatch):
+    from pipeline.config import load_config
+
+    monkeypatch.setenv("GF_SERVER_PORTS", "9601, 9602")
+    assert load_config().ports.servers == (9601, 9602)
+    monkeypatch.setenv("GF_SERVER_PORTS", "9601,x")
+    with pytest.raises(ConfigError, match="GF_SERVER_PORTS"):
+        load_config()
