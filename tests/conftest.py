@@ -32,3 +32,7 @@ def tiny_models_dir(tmp_path_factory, config) -> Path:
     for pid in TINY_PATIENTS:
         run_patient(pid, hp, config, models_dir=models)
     return models
+
+
+# Fixtures shared by the serving and reliability tests (servers, nginx gateway, tiny models).
+pytest_plugins = ["tests.serving_fixtures"]

@@ -14,7 +14,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.config import ConfigError
 from serving.images import DOCKERFILE, build_commands, check_serving_base, docker_problem
-from tests.serving.conftest import requires_nginx
+from tests.serving_fixtures import requires_nginx
 
 
 def hadolint() -> str | None:

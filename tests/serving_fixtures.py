@@ -1,4 +1,4 @@
-"""Fixtures of the serving tests: a copy of the tiny real SavedModels, a models.config, one shared stack
+"""Fixtures of the serving and reliability tests (a pytest plugin, see tests/conftest.py): a copy of the tiny real SavedModels, a models.config, one shared stack
 (two model-server replicas behind real nginx, subprocesses) and an in-process server for fast tests.
 
 Contract target: by default the local server; set ``GF_SERVING_URL`` (base URL of any TF-Serving-compatible
@@ -9,6 +9,7 @@ server, e.g. a ``tensorflow/serving`` container), ``GF_SERVING_MODEL`` (model na
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -16,9 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
-from serving.launch import free_port, nginx_binary
+from serving.gateway import local_upstreams
+from serving.launch import free_port, nginx_binary, start_gateway
 
 CONTRACT_MODEL = "hupa0002p"
 SWAP_MODEL = "hupa0004p"  # starts empty in the shared stack; the hot-swap test drops versions into it
@@ -156,3 +159,34 @@ def window_batch():
         return np.stack([g, ins, carbs], axis=-1).round(1).astype("float32")
 
     return make
+
+
+def window_body(n: int = 1, value: float = 120.0) -> bytes:
+    return json.dumps({"instances": [[[value, 0.0, 0.0]] * 15] * n}).encode()
+
+
+# ---------------------------------------------------------------------------------------- render
+
+
+@pytest.fixture(scope="session")
+def gw(stack):
+    if stack.gateway_url is None:
+        pytest.skip("nginx is not installed")
+    with httpx.Client(base_url=stack.gateway_url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture()
+def extra_gateway(config, stack, tmp_path):
+    """Start another nginx over the same replicas with different options."""
+    started = []
+
+    def start(upstreams=None, **opts):
+        g = start_gateway(config, upstreams or local_upstreams(config, [s.port for s in stack.servers]), 0,
+                          tmp_path / f"nginx{len(started)}", **opts)
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        g.stop()

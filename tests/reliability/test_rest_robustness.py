@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.serving.conftest import CONTRACT_MODEL
+from tests.serving_fixtures import CONTRACT_MODEL
 
 URL = "/v1/models/" + CONTRACT_MODEL + ":predict"
 
