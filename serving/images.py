@@ -62,6 +62,12 @@ def build_commands(config: Config, models_dir: Path | None = None, patients: lis
 
         commands.append(["docker", "build", "--file", str(webapp_dockerfile), "--tag", webapp_image(config),
                          str(config.root)])
+    pipeline_dockerfile = config.root / "pipeline" / "Dockerfile"
+    if include_webapp and pipeline_dockerfile.is_file():  # the KFP step / Katib trial image
+        from katib.render import pipeline_image
+
+        commands.append(["docker", "build", "--file", str(pipeline_dockerfile), "--tag", pipeline_image(config),
+                         str(config.root)])
     return commands, problems
 
 
