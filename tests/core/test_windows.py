@@ -74,3 +74,33 @@ def test_window_csv_round_trip(config):
     df = windows_to_csv_rows(X, config.series)
     assert list(df.columns) == cols
     np.testing.assert_array_equal(windows_from_csv_rows(df, config.series), X)
+
+
+def test_patient_with_too_little_data_is_a_clear_error(config, tmp_path):
+    """A file that reads fine but is too short to train and evaluate a model: say so, name the patient."""
+    import dataclasses
+
+    from pipeline.dataset import load_patient_dataset
+
+    short = tmp_path / "short.csv"
+    lines = (config.patient("hupa0002p").file.read_text().splitlines())[:400]  # ~33 hours
+    short.write_text("\n".join(lines) + "\n")
+    patient = dataclasses.replace(config.patient("hupa0002p"), file=short)
+    with pytest.raises(WindowError, match=r"hupa0002p: only \d+ (train|validation|test) windows"):
+        load_patient_dataset(patient, config)
+
+
+def test_separate_test_file_is_evaluated(config, tmp_path):
+    """An OhioT1DM-style patient with a -testing.xml file: its leak-free windows are available."""
+    import dataclasses
+    import math
+
+    from pipeline.dataset import load_test_file
+    from tests.core.ohio_fixture import ohio_xml
+
+    xml = tmp_path / "999-ws-testing.xml"
+    xml.write_text(ohio_xml(80, glucose=lambda i: round(140 + 40 * math.sin(i / 6), 1)))
+    patient = dataclasses.replace(config.patient("hupa0002p"), reader="ohio", test_file=xml)
+    w = load_test_file(patient, config)
+    assert len(w) == 80 - 14 - 6 and np.isfinite(w.y).all()
+    assert load_test_file(config.patient("hupa0002p"), config) is None
