@@ -31,3 +31,14 @@ def test_unknown_patient_and_bad_file_are_clear_errors(tmp_path):
     bad.write_text("timestamp,glucose,insulin,carbs\n2024-01-01 00:00:00,abc,0,0\n")
     r = gf("data", "--file", str(bad))
     assert r.returncode == 2 and "row 2, column 'glucose'" in r.stderr
+
+
+def test_evaluate_scores_the_exported_model_beside_the_baselines(tiny_models_dir):
+    import os
+
+    r = gf("evaluate", "--patient", "hupa0002p", env={**os.environ, "GF_MODELS_DIR": str(tiny_models_dir)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in ("| model |", "| persistence |", "| linear |", "| ridge |"):
+        assert name in r.stdout
+    r = gf("evaluate", "--patient", "hupa0016p", env={**os.environ, "GF_MODELS_DIR": str(tiny_models_dir)})
+    assert r.returncode == 2 and "no exported model" in r.stderr
