@@ -13,7 +13,7 @@ import logging
 import sys
 
 from pipeline import __version__
-from pipeline.config import ConfigError
+from pipeline.errors import InputError
 
 COMMAND_MODULES = (
     "pipeline.commands",  # data, train, evaluate, export, report, bench, demo
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+    except InputError as exc:  # bad config, file or argument: the message names it
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

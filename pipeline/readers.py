@@ -22,6 +22,7 @@ from pipeline.errors import ReaderError
 from pipeline.series import ReadResult, SeriesReport, convert_glucose_units, to_grid
 
 Source = str | Path | bytes | IO[bytes] | IO[str]
+BOLUS_MIN_UNITS = 0.5  # canonical CSV: more insulin than this in one 5-minute step is a bolus (6 U/h)
 
 
 def _read_bytes(source: Source) -> tuple[bytes, str]:
@@ -155,7 +156,9 @@ class CanonicalReader(Reader):
         )
         insulin = _numeric(df, "insulin", fname, allow_empty=True).fillna(0).to_numpy()
         carbs = _numeric(df, "carbs", fname, allow_empty=True).fillna(0).to_numpy() * carb_scale
-        report.n_boluses = int((insulin > 0).sum())
+        # The canonical format carries total insulin per step: a step delivering more than a basal
+        # rate would (BOLUS_MIN_UNITS) counts as a bolus.
+        report.n_boluses = int((insulin > BOLUS_MIN_UNITS).sum())
         report.n_meals = int((carbs > 0).sum())
         events = pd.DataFrame({"insulin": insulin, "carbs": carbs}, index=ts)
         on_grid = _is_on_grid(ts, self.spec)
@@ -301,6 +304,11 @@ def detect_format(data: bytes, name: str = "") -> str:
     if head.startswith("<"):
         return "ohio"
     first = head.splitlines()[0] if head else ""
+    if "carbs_t-14" in first or "glucose_t0" in first:
+        raise ReaderError(
+            f"{name or 'file'}: this is a window CSV (one forecast per row), which the web app reads; "
+            "the library reads time series: a CSV with header 'timestamp,glucose,insulin,carbs'"
+        )
     if "timestamp" in first and "glucose" in first:  # ',' or ';'-separated
         return "canonical"
     if first.startswith("time;") or ";glucose;" in first:

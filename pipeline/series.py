@@ -252,9 +252,9 @@ def to_grid(
         observed = real & ~hidden
         if k > 1:
             report.warnings.append(
-                f"glucose was recorded every {k * spec.interval_minutes} min and interpolated to the "
-                f"{spec.interval_minutes}-min grid by the source; only real readings serve as forecast "
-                "times and targets (interpolated points would leak the next reading)"
+                f"glucose readings are {k * spec.interval_minutes} min apart (the {spec.interval_minutes}-min "
+                "values between them are interpolated); only real readings serve as forecast times and "
+                "targets, since an interpolated value already knows the next reading"
             )
     else:
         diffs = np.diff(glucose.dropna().index.to_numpy()).astype("timedelta64[s]").astype(float) / 60

@@ -28,7 +28,8 @@ WINDOWS_NAME = "windows-example.csv"
 
 
 def example_series(config: Config, patient: str, hours: float) -> pd.DataFrame:
-    """A gap-free stretch of ``hours`` around the first logged meal of the patient's test period."""
+    """A gap-free stretch of ``hours`` around the first logged meal of the patient's test period,
+    with glucose only at the real (15-minute) sensor readings."""
     p = config.patient(patient)
     frame = read_series(p.file, p.reader, carb_unit=p.carb_unit).frame
     start_test = int(len(frame) * (1 - config.split.test_fraction))
@@ -45,7 +46,9 @@ def example_series(config: Config, patient: str, hours: float) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "timestamp": part.index.strftime("%Y-%m-%d %H:%M"),
-            "glucose": part["glucose"].round(1).to_numpy(),
+            # Real sensor readings only (HUPA-UCM interpolated its 15-minute readings to 5 minutes;
+            # the interpolated points would let forecasts be scored against the future).
+            "glucose": part["glucose"].where(part["observed"]).round(1).to_numpy(),
             "insulin": part["insulin"].round(4).to_numpy(),
             "carbs": part["carbs"].round(1).to_numpy(),
         }
@@ -69,7 +72,7 @@ def write_examples(config: Config, out: Path, patient: str, hours: float) -> lis
     windows = example_windows(series, config)
     paths = [out / TIMESERIES_NAME, out / WINDOWS_NAME]
     series.to_csv(paths[0], index=False)
-    windows.to_csv(paths[1], index=False, float_format="%.4g")
+    windows.to_csv(paths[1], index=False)  # values rounded to 4 decimals above
     return paths
 
 

@@ -34,7 +34,8 @@ def ohio_xml(series: pd.DataFrame, patient_id: str = "559") -> bytes:
 
     times = pd.to_datetime(series["timestamp"])
     glucose = "".join(
-        f'<event ts="{ts(t)}" value="{int(round(float(g)))}"/>' for t, g in zip(times, series["glucose"], strict=True)
+        f'<event ts="{ts(t)}" value="{int(round(float(g)))}"/>'
+        for t, g in zip(times, series["glucose"], strict=True) if pd.notna(g)  # readings only
     )
     boluses = "".join(
         f'<event ts_begin="{ts(t)}" ts_end="{ts(t)}" type="normal" dose="{float(u):.1f}"/>'
