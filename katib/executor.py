@@ -127,7 +127,7 @@ class _Table:
         self.names = [p.name for p in exp.parameters]
         self.widths = [max(len(n), 10) for n in self.names]
         self.bar = None
-        if progress and out is not None:
+        if progress and out is not None and sys.stderr.isatty():  # in a log file, the table rows suffice
             from tqdm import tqdm
 
             self.bar = tqdm(total=exp.max_trial_count, desc=exp.name, unit="trial", file=sys.stderr,

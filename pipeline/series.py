@@ -73,7 +73,7 @@ class SeriesReport:
     def summary(self) -> str:
         return (
             f"{self.name}: {self.start} → {self.end} ({self.span_days:.1f} d), coverage {self.coverage:.1%}, "
-            f"{self.n_gaps} gaps (longest {self.longest_gap_minutes} min), native glucose interval "
+            f"{self.n_gaps} gap{'' if self.n_gaps == 1 else 's'} (longest {self.longest_gap_minutes} min), native glucose interval "
             f"{self.native_interval_minutes} min, {self.n_meals} meals, {self.n_boluses} boluses"
         )
 

@@ -401,8 +401,11 @@ def _read_series_file(
     if report.glucose_unit == "mmol/L":
         notes.append(_mmol_note(report.glucose_unit_detected))  # the same words as for window CSVs
     for message in report.warnings:
-        if not (report.glucose_unit_detected and "mmol/L" in message):
-            warnings.append(message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."))
+        if report.glucose_unit_detected and "mmol/L" in message:
+            continue
+        sentence = message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+        # A sensor that reads every 15 minutes is normal, not a problem with the file: information.
+        (notes if message.startswith("glucose readings are") else warnings).append(sentence)
     if progress:
         progress(0.6, "Building the forecast windows…")
     readings = int(frame["glucose"].notna().sum())
