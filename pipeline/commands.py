@@ -58,6 +58,8 @@ def cmd_data(args: argparse.Namespace) -> int:
               f"filled {rep.filled_points}; duplicates {rep.duplicates}; out of order {rep.out_of_order}")
         for w in rep.warnings:
             print(f"  ! {w}")
+        for note in rep.notes:
+            print(f"  - {note}")
     return 0
 
 

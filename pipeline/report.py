@@ -105,7 +105,7 @@ def write_report(result, out_dir: Path) -> Path:
         "",
         f"Data: {rep.summary()}.",
         "",
-        *(f"- {w}" for w in rep.warnings),
+        *(f"- {w}" for w in (*rep.warnings, *rep.notes)),
         "",
         f"Windows (leak-free, forecast times on real readings): train {result.sizes['train']}, "
         f"validation {result.sizes['validation']}, test {result.sizes['test']}.",

@@ -65,7 +65,8 @@ class SeriesReport:
     glucose_unit_detected: bool = False  # True when mmol/L was inferred from the values, not given
     insulin_recorded: bool = True
     carbs_recorded: bool = True
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # quirks a user should check
+    notes: list[str] = field(default_factory=list)  # facts about the source that need no action
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -251,7 +252,7 @@ def to_grid(
         values = np.where(hidden, np.nan, values)
         observed = real & ~hidden
         if k > 1:
-            report.warnings.append(
+            report.notes.append(
                 f"glucose readings are {k * spec.interval_minutes} min apart (the {spec.interval_minutes}-min "
                 "values between them are interpolated); only real readings serve as forecast times and "
                 "targets, since an interpolated value already knows the next reading"
@@ -288,6 +289,6 @@ def to_grid(
         report.warnings.append("no insulin recorded at all: read as 'not recorded', not 'none taken'")
     if not report.carbs_recorded:
         report.warnings.append("no carbohydrates recorded at all: read as 'not recorded', not 'none eaten'")
-    for w in report.warnings:
-        log.debug("%s: %s", report.name, w)
+    for message in (*report.warnings, *report.notes):
+        log.debug("%s: %s", report.name, message)
     return ReadResult(frame, report)

@@ -400,12 +400,13 @@ def _read_series_file(
     warnings: list[str] = []
     if report.glucose_unit == "mmol/L":
         notes.append(_mmol_note(report.glucose_unit_detected))  # the same words as for window CSVs
-    for message in report.warnings:
-        if report.glucose_unit_detected and "mmol/L" in message:
-            continue
-        sentence = message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
-        # A sensor that reads every 15 minutes is normal, not a problem with the file: information.
-        (notes if message.startswith("glucose readings are") else warnings).append(sentence)
+    # A sensor that reads every 15 minutes is normal, not a problem with the file: the reader's
+    # notes are information, its warnings something to check.
+    for source, target in ((report.notes, notes), (report.warnings, warnings)):
+        for message in source:
+            if report.glucose_unit_detected and "mmol/L" in message:
+                continue  # said once, in the words used for window CSVs
+            target.append(message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."))
     if progress:
         progress(0.6, "Building the forecast windows…")
     readings = int(frame["glucose"].notna().sum())

@@ -16,6 +16,7 @@ def test_hupa_real_file_report(config):
     r = read_series(p.file, "hupa", spec=config.series)
     rep = r.report
     assert rep.native_interval_minutes == 15  # the dataset interpolated 15-min Libre readings
+    assert any("interpolated" in n for n in rep.notes)
     assert 0.25 < rep.observed_fraction < 0.34
     assert rep.longest_gap_minutes >= 16 * 60  # the ~17 h straight line the dataset README describes
     assert rep.n_meals == 20 and rep.n_boluses == 45  # as listed in data/hupa-ucm/README.md
