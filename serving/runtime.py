@@ -1,6 +1,7 @@
 """A loaded SavedModel version: its signatures, TF Serving metadata, and a micro-batcher.
 
-TensorFlow is imported lazily (inside ``load_servable``), so importing this module stays cheap.
+TensorFlow is imported lazily (inside ``load_servable``), so importing this module stays cheap. Each
+signature runs on TFLite where that gives TensorFlow's answers (``serving.lite``), else on TensorFlow.
 
 Batching: one TensorFlow call costs ~0.2-0.5 ms whatever the batch size up to a few hundred rows, so
 concurrent small requests for the same model version are coalesced. The batcher never waits on a
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from serving.lite import NumpyFn
 
 log = logging.getLogger("serving.runtime")
 
@@ -51,7 +54,8 @@ class Signature:
     name: str
     inputs: dict[str, TensorInfo]
     outputs: list[str]
-    fn: Callable[..., Any]
+    run: NumpyFn  # numpy in, numpy out
+    engine: str = "tensorflow"  # or "tflite"
 
     @property
     def single_input(self) -> TensorInfo | None:
@@ -72,11 +76,7 @@ class Servable:
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Call a signature synchronously (numpy in, numpy out)."""
-        import tensorflow as tf
-
-        sig = self.signatures[signature]
-        out = sig.fn(**{k: tf.constant(v) for k, v in inputs.items()})
-        return {k: out[k].numpy() for k in sig.outputs}
+        return self.signatures[signature].run(inputs)
 
     def batcher(self, signature: str, executor: ThreadPoolExecutor, max_rows: int, inline_rows: int,
                 on_batch: Callable[[int], None] | None = None) -> Batcher:
@@ -124,9 +124,28 @@ def signature_def_json(path: Path) -> dict[str, Any]:
     return out
 
 
-def load_servable(name: str, version: int, path: Path) -> Servable:
-    """``tf.saved_model.load`` a version directory and describe its signatures; raises on failure."""
+def _tensorflow_fn(fn: Any, outputs: list[str]) -> NumpyFn:
     import tensorflow as tf
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
+        return {k: out[k].numpy() for k in outputs}
+
+    return run
+
+
+def load_servable(name: str, version: int, path: Path, engine: str = "auto") -> Servable:
+    """``tf.saved_model.load`` a version directory and describe its signatures; raises on failure.
+
+    ``engine``: ``auto`` runs each signature on TFLite when it converts and agrees with TensorFlow,
+    ``tflite`` requires that (the load fails otherwise), ``tensorflow`` never converts.
+    """
+    import tensorflow as tf
+
+    from serving import lite
+
+    if engine not in lite.ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(lite.ENGINES)}, got {engine!r}")
 
     loaded = tf.saved_model.load(str(path), tags=["serve"])
     signatures: dict[str, Signature] = {}
@@ -140,7 +159,19 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
             shape = None if spec.shape.rank is None else tuple(spec.shape.as_list())
             inputs[in_name] = TensorInfo(in_name, np.dtype(_TF_DTYPES[dtype_name][1]), shape)
         outputs = sorted(fn.structured_outputs)
-        signatures[sig_name] = Signature(sig_name, inputs, outputs, fn)
+        sig = signatures[sig_name] = Signature(sig_name, inputs, outputs, _tensorflow_fn(fn, outputs))
+        if engine == "tensorflow":
+            continue
+        try:
+            runner, diff = lite.convert(Path(path), sig_name, inputs, outputs, sig.run)
+        except lite.LiteUnavailable as exc:
+            if engine == "tflite":
+                raise ValueError(f"signature {sig_name!r} cannot run on TFLite: {exc}") from None
+            log.info("model %s version %d signature %s: TensorFlow (%s)", name, version, sig_name, exc)
+            continue
+        sig.run, sig.engine = runner, "tflite"
+        log.info("model %s version %d signature %s: TFLite (max difference from TensorFlow %.2g on the probe)",
+                 name, version, sig_name, diff)
     if not signatures:
         raise ValueError(f"{path}: the SavedModel has no signatures")
     servable = Servable(name, version, Path(path), loaded, signatures)

@@ -9,6 +9,7 @@ Runs the ASGI app on uvicorn with uvloop and httptools.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -37,6 +38,10 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
                       default=2.0, help="how often to look for new versions (0 disables; default 2)")
     tune.add_argument("--max-body-bytes", dest="max_body_bytes", type=int, default=32 * 1024 * 1024,
                       help="largest accepted request body; larger gets 413 (default 32 MiB)")
+    tune.add_argument("--engine", choices=("auto", "tflite", "tensorflow"), default="auto",
+                      help="what runs the signatures: 'auto' (default) uses TFLite for each signature that "
+                           "converts and gives TensorFlow's answers on a probe batch, TensorFlow otherwise; "
+                           "'tflite' requires TFLite; 'tensorflow' never converts")
     tune.add_argument("--no-batching", dest="batching", action="store_false",
                       help="run each request on its own instead of batching concurrent requests")
     tune.add_argument("--max-batch-rows", type=int, default=2048, help="rows per TensorFlow call at most (default 2048)")
@@ -55,6 +60,7 @@ def build_app(args: argparse.Namespace):
     from serving.app import AccessLog, ServingApp
     from serving.modelconfig import ModelSpec
     from serving.repository import ModelManager
+    from serving.runtime import load_servable
 
     specs = None
     models_dir = args.models_dir
@@ -75,7 +81,8 @@ def build_app(args: argparse.Namespace):
     if specs is None and args.model_config_file is None and not Path(models_dir).is_dir():
         raise ConfigError(f"models directory {models_dir} does not exist (train and export a model first)")
     manager = ModelManager(models_dir=models_dir, model_config=args.model_config_file, specs=specs,
-                           poll_seconds=args.poll_seconds)
+                           poll_seconds=args.poll_seconds,
+                           loader=functools.partial(load_servable, engine=args.engine))
     access = None
     if args.access_log == "-":
         access = AccessLog(sys.stdout.buffer)
@@ -110,6 +117,7 @@ def run_server(args: argparse.Namespace) -> int:
         timeout_keep_alive=75,  # longer than nginx's upstream keepalive, so nginx closes first
         timeout_graceful_shutdown=10,
         server_header=False,
+        proxy_headers=False,  # the access log records the peer (nginx); no X-Forwarded-* rewriting
         date_header=False,
     )
     server = uvicorn.Server(config)
