@@ -94,6 +94,8 @@ class TrainingSpec:
     l2: float = 0.001
     patience: int = 8
     batch_size: int = 32
+    ridge_init: bool = True  # start the output layer at ridge regression, the hidden path at zero
+    ridge_alpha: float = 1.0  # its L2 penalty (on the normalised window)
 
 
 @dataclass(frozen=True)
@@ -264,6 +266,11 @@ def parse_config(raw: dict[str, Any], path: Path) -> Config:
             raise ConfigError(f"{path}: [split].{name} must be between 0 and 1")
     model = _section(raw, "model", Hyperparameters, path)
     training = _section(raw, "training", TrainingSpec, path)
+    for name, low in (("finetune_lr_factor", 0.0), ("ridge_alpha", 0.0), ("patience", 0), ("batch_size", 0)):
+        if not getattr(training, name) > low:
+            raise ConfigError(f"{path}: [training].{name} must be > {low:g}, got {getattr(training, name)!r}")
+    if training.l2 < 0:
+        raise ConfigError(f"{path}: [training].l2 must be >= 0, got {training.l2!r}")
     tuning = _section(raw, "tuning", TuningSpec, path)
     ports = _section(raw, "ports", Ports, path)
     images = _section(raw, "images", Images, path)

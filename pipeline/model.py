@@ -5,8 +5,9 @@ Design choices beyond the seed's frame, each measured (README, "Model choices"):
 * the network predicts the 30-minute *change* from the last glucose reading, rescaled by the
   training set's change spread, and adds the last reading back inside the model (so the exported
   model still maps raw mg/dL, U and g to mg/dL);
-* the output layer also sees the flattened, normalised window (a linear skip connection), so the
-  network starts from what a linear model knows and the hidden layers learn what it cannot;
+* the output layer also sees the flattened, normalised window (a linear skip connection), and
+  starts at the ridge regression solution with the hidden units' weights at zero (``ridge_init``):
+  the untrained network is a linear model, and the hidden layers learn what it cannot;
 * population pretraining: the network first learns from every configured patient's *training*
   split, then is fine-tuned on the patient's own (a per-patient model with a population prior;
   about 650 training windows per patient are too few for the network alone);
@@ -86,8 +87,29 @@ def build_model(
     last = LastValue(gi, name="last_glucose")(inputs)
     outputs = keras.layers.Add(name="glucose")([last, delta])
     model = keras.Model(inputs, outputs, name="glucose_forecast")
+    if training.ridge_init:
+        anchor_at_ridge(model, X_train, y_train, training.ridge_alpha)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate), loss="mse", metrics=["mae"])
     return model
+
+
+def anchor_at_ridge(model, X: np.ndarray, y: np.ndarray, alpha: float) -> None:
+    """Set the output layer to ridge regression on the normalised window (closed form, windows ``X``
+    and targets ``y``) and the hidden units' weights in it to zero: the untrained network predicts
+    what ridge predicts, and training adds only what the hidden layers find beyond it."""
+    gi = model.get_layer("last_glucose").index
+    rescale = model.get_layer("delta_mgdl")
+    target = ((y - X[:, -1, gi]) - float(rescale.offset)) / float(rescale.scale)
+    flat = model.get_layer("flatten")(model.get_layer("normalise")(X)).numpy().astype(np.float64)
+    mean = flat.mean(axis=0)
+    centred = flat - mean
+    k = flat.shape[1]
+    w = np.linalg.solve(centred.T @ centred + alpha * np.eye(k), centred.T @ (target - target.mean()))
+    layer = model.get_layer("delta")
+    kernel, _ = layer.get_weights()
+    kernel = np.zeros_like(kernel)
+    kernel[:k, 0] = w
+    layer.set_weights([kernel, np.array([target.mean() - mean @ w], dtype=kernel.dtype)])
 
 
 def _fit(model, train: Windows, val: Windows, epochs: int, training: TrainingSpec, verbose: int) -> list[float]:

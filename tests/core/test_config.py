@@ -31,6 +31,9 @@ def test_shipped_config_is_valid(config):
         (lambda r: r["search"]["seed"]["epochs"].update(values=[]), "search.seed.epochs: discrete needs a non-empty"),
         (lambda r: r["search"]["seed"]["epochs"].update(type="gaussian"), "search.seed.epochs: type must be"),
         (lambda r: r["tuning"].update(preset="nope"), "[tuning].preset 'nope'"),
+        (lambda r: r["training"].update(ridge_alpha=0), "[training].ridge_alpha must be > 0"),
+        (lambda r: r["training"].update(l2=-1e-3), "[training].l2 must be >= 0"),
+        (lambda r: r["training"].update(ridge_init="yes"), "[training].ridge_init must be bool"),
     ],
 )
 def test_bad_config_names_the_field(mutate, message, tmp_path):

@@ -68,3 +68,24 @@ def test_training_is_reproducible_with_a_seed(run, config):
     result, _ = run
     again = run_patient("hupa0003p", HP, config, export=False, dataset=result.dataset)
     np.testing.assert_allclose(again.predictions["model"], result.predictions["model"], rtol=1e-4, atol=0.05)
+
+
+def test_untrained_network_starts_at_ridge_regression(run, config):
+    """ridge_init: before any training the network is exactly a ridge regression on its own window
+    statistics, so training only adds what the hidden layers find beyond a linear model."""
+    from sklearn.linear_model import Ridge
+
+    from pipeline.model import build_model, predict
+
+    ds = run[0].dataset
+    model = build_model(HP, ds.train.X, ds.train.y, config.series, config.training)
+    assert config.training.ridge_init
+    # the same regression in closed form by scikit-learn, on the same normalised windows and target
+    flat = model.get_layer("flatten")(model.get_layer("normalise")(ds.train.X)).numpy().astype(float)
+    gi = config.series.features.index("glucose")
+    ridge = Ridge(alpha=config.training.ridge_alpha).fit(flat, ds.train.y - ds.train.X[:, -1, gi])
+    test_flat = model.get_layer("flatten")(model.get_layer("normalise")(ds.test.X)).numpy().astype(float)
+    expected = ds.test.X[:, -1, gi] + ridge.predict(test_flat)
+    np.testing.assert_allclose(predict(model, ds.test.X), expected, rtol=1e-4, atol=0.05)
+    hidden_weights = model.get_layer("delta").get_weights()[0][flat.shape[1]:]
+    assert not hidden_weights.any()
