@@ -148,7 +148,9 @@ class _Table:
         self.write("  ".join(cols))
 
     def row(self, t: Trial) -> None:
-        cols = [t.name[-24:].ljust(24), t.status.ljust(18)]
+        # Katib kills the trials still running when the experiment completes: say so, it is not a failure.
+        status = "Killed: exp. done" if t.status == "Killed" else t.status
+        cols = [t.name[-24:].ljust(24), status.ljust(18)]
         cols += [t.assignments.get(n, "").ljust(w) for n, w in zip(self.names, self.widths, strict=True)]
         for m in self.exp.objective.metrics:
             v = t.metrics.get(m)

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--config", help="path to glucose-forecast.toml (default: $GLUCOSE_FORECAST_CONFIG or ./)")
+    parser.add_argument("--config", help="path to glucose-forecast.toml "
+                        "(default: $GLUCOSE_FORECAST_CONFIG, else glucose-forecast.toml here or in the repository)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -58,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.config:
-        import os
+    import os
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, in every command
+    if args.config:
         os.environ["GLUCOSE_FORECAST_CONFIG"] = args.config
     if not getattr(args, "func", None):
         parser.print_help()

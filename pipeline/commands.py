@@ -117,7 +117,7 @@ def train_patients(config: Config, patients: list[str], *, use_tuned: bool = Tru
         key = settings_key(config, hp, fingerprint(config.patient(pid).file))
         if not force and up_to_date(config, pid, key):
             meta = read_metadata(config.models_dir, pid)
-            print(f"{pid}: up to date (version {meta['version']}, {source} hyperparameters); skipped", file=out)
+            tqdm.write(f"{pid}: up to date (version {meta['version']}, {source} hyperparameters); skipped", file=out)
             done.append({"patient": pid, "skipped": True, "version": meta["version"], "metrics": meta["metrics"],
                          "training": meta["training"], "hyperparameters": meta["hyperparameters"]})
             continue
@@ -127,7 +127,7 @@ def train_patients(config: Config, patients: list[str], *, use_tuned: bool = Tru
         _export(result, config)
         report = write_report(result, reports_dir / pid)
         m = result.metrics
-        print(
+        tqdm.write(
             f"{pid}: v{result.version_dir.name}  RMSE model {m['model']['rmse']:.1f} | ridge {m['ridge']['rmse']:.1f} | "
             f"persistence {m['persistence']['rmse']:.1f} mg/dL  ({source} hp)  report {report}",
             file=out,

@@ -142,7 +142,12 @@ def train_model(
 
 
 def predict(model: keras.Model, X: np.ndarray) -> np.ndarray:
-    return model.predict(X, batch_size=4096, verbose=0).reshape(-1)
+    """Forecasts (mg/dL) for windows ``X``, in eager calls of at most 4096 windows (unlike
+    ``model.predict``, no tf.function is traced per model, so many models cause no retracing)."""
+    keras = _keras()
+    X = np.asarray(X, dtype=np.float32)
+    parts = [keras.ops.convert_to_numpy(model(X[i : i + 4096], training=False)) for i in range(0, len(X), 4096)]
+    return np.concatenate(parts).reshape(-1) if parts else np.zeros(0, dtype=np.float32)
 
 
 def load_keras_model(path: str):

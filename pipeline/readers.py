@@ -8,6 +8,7 @@ column, and nothing is returned on error.
 from __future__ import annotations
 
 import io
+import re
 import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
 from datetime import datetime
@@ -49,19 +50,25 @@ def _csv(data: bytes, name: str, sep: str, required: list[str]) -> pd.DataFrame:
         raise ReaderError(f"{name}: the file is empty")
     text = data.decode("utf-8-sig", errors="replace")
     header = text.splitlines()[0]
-    try:
-        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except pd.errors.ParserError as exc:
-        raise ReaderError(f"{name}: not a valid '{sep}'-separated CSV: {exc}") from exc
-    df.columns = [c.strip() for c in df.columns]
+    columns = [c.strip() for c in header.split(sep)]
     other = ";" if sep == "," else ","
-    if len(df.columns) == 1 and other in header:
+    if len(columns) == 1 and other in header:
         raise ReaderError(
             f"{name}: wrong separator: the header is '{other}'-separated, but this format is '{sep}'-separated"
         )
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise ReaderError(f"{name}: missing column(s) {', '.join(missing)}; found: {', '.join(df.columns)}")
+    missing = [c for c in required if c not in columns]
+    if missing:  # before the body is parsed: a file of another kind gets this, not a parser error
+        shown = ", ".join(columns[:12]) + (", ..." if len(columns) > 12 else "")
+        raise ReaderError(f"{name}: missing column(s) {', '.join(missing)}; the header has: {shown[:300]}")
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except pd.errors.ParserError as exc:
+        found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if found:
+            want, line, saw = found.groups()
+            raise ReaderError(f"{name}: line {line} has {saw} '{sep}'-separated fields, the header has {want}") from None
+        raise ReaderError(f"{name}: not a valid '{sep}'-separated CSV: {exc}") from None
+    df.columns = [c.strip() for c in df.columns]
     if df.empty:
         raise ReaderError(f"{name}: the file has a header but no data rows")
     return df

@@ -253,9 +253,10 @@ def to_grid(
         observed = real & ~hidden
         if k > 1:
             report.notes.append(
-                f"glucose readings are {k * spec.interval_minutes} min apart (the {spec.interval_minutes}-min "
-                "values between them are interpolated); only real readings serve as forecast times and "
-                "targets, since an interpolated value already knows the next reading"
+                f"glucose readings are {k * spec.interval_minutes} min apart, the {spec.interval_minutes}-min "
+                "steps between them interpolated (by the source, or here where they were blank); only real "
+                "readings serve as forecast times and targets, since an interpolated value already knows "
+                "the next reading"
             )
     else:
         diffs = np.diff(glucose.dropna().index.to_numpy()).astype("timedelta64[s]").astype(float) / 60

@@ -30,6 +30,10 @@ DETECT = "Detect automatically"
 
 
 @st.cache_data(ttl=STATUS_TTL, show_spinner=False)
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def patient_statuses(gateway: str, patients: tuple[str, ...], timeout: float) -> dict[str, PatientStatus]:
     """Ask the gateway about every patient's model at once (cached briefly)."""
     with wclient.ForecastClient(gateway, timeout=timeout) as c, ThreadPoolExecutor(max_workers=6) as pool:
@@ -56,7 +60,7 @@ def sidebar(config: Config, gateway: str) -> tuple[str, PatientStatus, str | Non
             st.success(f"Model version {status.version} of {patient} will answer.", icon=":material/check_circle:")
         else:
             st.warning(status.message or f"The model of {patient} is not available right now.", icon=":material/warning:")
-        if st.button("Check the service again", use_container_width=True):
+        if st.button("Check the service again", width="stretch"):
             patient_statuses.clear()
             st.rerun()
         unit = st.selectbox(
@@ -95,7 +99,7 @@ def formats_help(config: Config) -> None:
         c1, c2, c3 = st.columns(3)
         c1.download_button(
             "Window CSV template", window_template_csv(spec), "window-template.csv", "text/csv",
-            use_container_width=True,
+            width="stretch",
         )
         for col, name, label in (
             (c2, "windows-example.csv", "Example window CSV"),
@@ -103,7 +107,7 @@ def formats_help(config: Config) -> None:
         ):
             path = EXAMPLES_DIR / name
             if path.is_file():
-                col.download_button(label, path.read_bytes(), name, "text/csv", use_container_width=True)
+                col.download_button(label, path.read_bytes(), name, "text/csv", width="stretch")
 
 
 def validated_upload(config: Config, patient: str, unit: str | None) -> PreparedInput | None:
@@ -135,13 +139,13 @@ def validated_upload(config: Config, patient: str, unit: str | None) -> Prepared
         st.session_state["prepared"] = cached = (key, prepared)
     prepared = cached[1]
     if isinstance(prepared, str):
-        st.error(f"**This file cannot be used yet.** {prepared}", icon=":material/error:")
+        st.error(f"**This file cannot be used.** {prepared}", icon=":material/error:")
         st.caption("Fix the file and upload it again; nothing has been sent.")
         return None
     known = int(np.isfinite(prepared.actual).sum())
     with_actual = f", {known:,} with the glucose measured afterwards" if known else ""
     st.success(
-        f"“{prepared.filename}” is valid ({prepared.kind_label}): {prepared.n:,} forecast(s) to make"
+        f"“{prepared.filename}” is valid ({prepared.kind_label}): {plural(prepared.n, 'forecast')} to make"
         f"{with_actual}.",
         icon=":material/task_alt:",
     )
@@ -198,11 +202,11 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
     c[4].metric("High forecasts", f"{counts[wres.HIGH]:,}", help="Forecast above 180 mg/dL (10 mmol/L)")
     if counts[wres.LOW]:
         st.warning(
-            f"{counts[wres.LOW]} forecast(s) predict a **low** (below 70 mg/dL) within {ahead} minutes; "
+            f"{plural(counts[wres.LOW], 'forecast')} predict{'s' if counts[wres.LOW] == 1 else ''} a **low** (below 70 mg/dL) within {ahead} minutes; "
             "they are marked in red.",
             icon=":material/arrow_downward:",
         )
-    st.plotly_chart(wres.forecast_figure(prepared, forecasts, spec, unit), use_container_width=True)
+    st.plotly_chart(wres.forecast_figure(prepared, forecasts, spec, unit), width="stretch")
     acc = wres.accuracy(prepared, forecasts, unit)
     if acc:
         st.markdown(f"**How good were these forecasts?** Compared with the glucose measured {ahead} minutes later ({acc['n']:,} forecasts):")
@@ -219,7 +223,7 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
         )
     table = wres.results_frame(prepared, forecasts, spec, unit)
     st.dataframe(
-        table, use_container_width=True, hide_index=True, height=min(400, 38 + 35 * len(table)),
+        table, width="stretch", hide_index=True, height=min(400, 38 + 35 * len(table)),
         column_config={
             c: st.column_config.DatetimeColumn(c, format="YYYY-MM-DD HH:mm")
             for c in ("last reading at", "forecast for") if c in table
@@ -235,7 +239,8 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
 
 
 def main() -> None:
-    st.set_page_config(page_title="Glucose forecast", page_icon=":material/monitoring:", layout="wide")
+    # An emoji icon: a page_icon from the material set would be fetched from Google's font CDN.
+    st.set_page_config(page_title="Glucose forecast", page_icon="📈", layout="wide")
     try:
         config = load_config()
     except ConfigError as exc:

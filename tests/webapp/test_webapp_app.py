@@ -183,7 +183,7 @@ def test_bad_file_is_explained_and_nothing_is_sent(monkeypatch, loopback, window
     data, expected = _bad_files(window_example, series_example)[case]
     at = upload(new_app(monkeypatch, loopback.url), "mine.csv", data)
     assert expected in texts(at.error), texts(at.error)
-    assert "This file cannot be used yet" in texts(at.error)
+    assert "This file cannot be used." in texts(at.error)
     assert not [b for b in at.button if b.key == "forecast"]  # no way to send it
     assert loopback.behaviour.predict_calls == 0
 
