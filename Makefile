@@ -32,7 +32,7 @@ test: $(STAMP)  ## the whole test suite (what CI runs)
 bench: $(STAMP)  ## accuracy, tuning/training time and serving speed, as a table (build/bench/)
 	$(GF) bench $(BENCH_ARGS)
 
-train: $(STAMP)  ## train and export every patient with its tuned (or default) hyperparameters
+train: $(STAMP)  ## train and export every patient (tuned or default hyperparameters, by validation MAE)
 	$(GF) train --all
 
 tune: $(STAMP)  ## run each patient's Katib Experiment with the local executor

@@ -66,15 +66,17 @@ def cmd_data(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- train
 
 
-def settings_key(config: Config, hp: Hyperparameters, fingerprint: str) -> dict:
+def settings_key(config: Config, candidates: dict[str, Hyperparameters], fingerprint: str) -> dict:
     """What a model depends on: if all of it matches the latest export, training can be skipped."""
     from pipeline import __version__
 
     return {
         "fingerprint": fingerprint,
-        "hyperparameters": hp.as_dict(),
+        "hyperparameters": {name: hp.as_dict() for name, hp in candidates.items()},
         "series": config.series.__dict__,
         "split": config.split.__dict__,
+        "training": config.training.__dict__,
+        "population": sorted(config.patient_ids) if config.training.population_pretraining else [],
         "code_version": __version__,
     }
 
@@ -91,6 +93,12 @@ def hyperparameters_for(config: Config, pid: str, use_tuned: bool = True) -> tup
     return config.model, "default"
 
 
+def candidates_for(config: Config, pid: str, use_tuned: bool = True) -> dict[str, Hyperparameters]:
+    """What training chooses from on validation: the tuned hyperparameters (if any) and the defaults."""
+    hp, source = hyperparameters_for(config, pid, use_tuned)
+    return {source: hp} if source == "default" or hp == config.model else {source: hp, "default": config.model}
+
+
 def up_to_date(config: Config, pid: str, key: dict) -> bool:
     from pipeline.export import read_metadata
 
@@ -99,29 +107,32 @@ def up_to_date(config: Config, pid: str, key: dict) -> bool:
 
 
 def train_patients(config: Config, patients: list[str], *, use_tuned: bool = True, force: bool = False,
-                   reports_dir: Path | None = None, out=sys.stdout) -> list[dict]:
+                   reports_dir: Path | None = None, out=None) -> list[dict]:
     """Train, evaluate and export each patient (skipping those already up to date); write reports."""
     from tqdm import tqdm
 
     from pipeline.dataset import fingerprint
     from pipeline.export import read_metadata
     from pipeline.report import write_report
-    from pipeline.training import run_patient
+    from pipeline.training import run_best
 
     reports_dir = reports_dir or config.root / "build" / "reports"
+    out = out or sys.stdout  # looked up per call: sys.stdout may have been replaced since import
     done = []
     bar = tqdm(patients, desc="train", unit="patient", file=sys.stderr)
     for pid in bar:
         bar.set_postfix_str(pid)
-        hp, source = hyperparameters_for(config, pid, use_tuned)
-        key = settings_key(config, hp, fingerprint(config.patient(pid).file))
+        candidates = candidates_for(config, pid, use_tuned)
+        key = settings_key(config, candidates, fingerprint(config.patient(pid).file))
         if not force and up_to_date(config, pid, key):
             meta = read_metadata(config.models_dir, pid)
+            source = meta["training"].get("hyperparameters_source", "?")
             tqdm.write(f"{pid}: up to date (version {meta['version']}, {source} hyperparameters); skipped", file=out)
             done.append({"patient": pid, "skipped": True, "version": meta["version"], "metrics": meta["metrics"],
                          "training": meta["training"], "hyperparameters": meta["hyperparameters"]})
             continue
-        result = run_patient(pid, hp, config, export=False)
+        result, runs = run_best(pid, candidates, config)
+        source = result.training["selection"]["chosen"]
         result.training["hyperparameters_source"] = source
         result.training["settings"] = key
         _export(result, config)
@@ -129,12 +140,20 @@ def train_patients(config: Config, patients: list[str], *, use_tuned: bool = Tru
         m = result.metrics
         tqdm.write(
             f"{pid}: v{result.version_dir.name}  RMSE model {m['model']['rmse']:.1f} | ridge {m['ridge']['rmse']:.1f} | "
-            f"persistence {m['persistence']['rmse']:.1f} mg/dL  ({source} hp)  report {report}",
+            f"persistence {m['persistence']['rmse']:.1f} mg/dL  ({_chosen_text(result, runs)})  report {report}",
             file=out,
         )
         done.append({"patient": pid, "skipped": False, "version": int(result.version_dir.name), "metrics": m,
                      "training": result.training, "hyperparameters": result.hyperparameters})
     return done
+
+
+def _chosen_text(result, runs: dict) -> str:
+    source = result.training["selection"]["chosen"]
+    if len(runs) == 1:
+        return f"{source} hp"
+    others = ", ".join(f"{n} {r.training['validation_mae']:.2f}" for n, r in runs.items() if n != source)
+    return f"{source} hp: validation MAE {result.training['validation_mae']:.2f} vs {others}"
 
 
 def _export(result, config: Config) -> None:
@@ -221,7 +240,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train, evaluate beside baselines and export SavedModels (+ reports)",
                        description="Train each patient with its tuned hyperparameters (build/tuning/<id>.json) "
-                       "or the [model] defaults, evaluate on the chronological test split beside persistence, "
+                       "and with the [model] defaults, keep whichever has the lower validation MAE, evaluate on the chronological test split beside persistence, "
                        "linear extrapolation and ridge, export models/<id>/<version>/ atomically and write "
                        "build/reports/<id>/report.md. Patients whose latest model matches data and settings are skipped.",
                        formatter_class=fmt)

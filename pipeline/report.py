@@ -89,6 +89,15 @@ def plot_clarke(actual: np.ndarray, predicted: np.ndarray, path: Path, title: st
     plt.close(fig)
 
 
+def _selection_lines(selection: dict) -> list[str]:
+    """How the hyperparameters were chosen, when there was a choice (``training.run_best``)."""
+    maes = {k.removesuffix("_validation_mae"): v for k, v in selection.items() if k.endswith("_validation_mae")}
+    if len(maes) < 2:
+        return []
+    listed = ", ".join(f"{name} {mae:.3f}" for name, mae in maes.items())
+    return [f"The {selection['chosen']} hyperparameters had the lower validation MAE ({listed})."]
+
+
 def write_report(result, out_dir: Path) -> Path:
     """Write report.md, forecast.png and clarke.png for one RunResult; return the markdown path."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +121,7 @@ def write_report(result, out_dir: Path) -> Path:
         "",
         f"Hyperparameters: learning_rate {hp['learning_rate']:g}, dense1 {hp['dense1']}, dense2 {hp['dense2']}, "
         f"epochs {hp['epochs']} (ran {result.training['epochs_run']}, best {result.training['best_epoch']}), seed {hp['seed']}.",
+        *_selection_lines(result.training.get("selection", {})),
         "",
         "## Test-set accuracy",
         "",

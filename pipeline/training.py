@@ -150,6 +150,7 @@ def run_patient(
     model, info = fit_patient(ds, hp, config, verbose=verbose)
     preds["model"] = predict(model, ds.test.X)
     metrics = {"model": evaluate_predictions(ds.test.y, preds["model"]), **metrics}
+    info["validation_mae"] = round(float(np.mean(np.abs(predict(model, ds.validation.X) - ds.validation.y))), 4)
     result = RunResult(patient_id, hp.as_dict(), metrics, ds.sizes(), info, predictions=preds)
     if export:
         target = Path(models_dir or config.models_dir)
@@ -161,3 +162,29 @@ def run_patient(
     result.model = model  # type: ignore[attr-defined]
     result.dataset = ds  # type: ignore[attr-defined]
     return result
+
+
+def run_best(
+    patient_id: str,
+    candidates: dict[str, Hyperparameters],
+    config: Config | None = None,
+    *,
+    dataset: PatientDataset | None = None,
+) -> tuple[RunResult, dict[str, RunResult]]:
+    """Train every candidate (nothing exported) and pick the lowest **validation** MAE, Katib's
+    objective; the test split plays no part in the choice. Returns (chosen run, all runs by name).
+
+    The local ``train`` offers the tuned hyperparameters and the defaults: with the seed's goal
+    (MAE 25) an Experiment stops at its first trial, which need not beat the defaults.
+    """
+    config = config or load_config()
+    ds = dataset or load_patient_dataset(patient_id, config)
+    runs = {name: run_patient(patient_id, hp, config, export=False, dataset=ds) for name, hp in candidates.items()}
+    name = min(runs, key=lambda n: runs[n].training["validation_mae"])
+    chosen = runs[name]
+    chosen.training["selection"] = {
+        "chosen": name, **{f"{n}_validation_mae": r.training["validation_mae"] for n, r in runs.items()}}
+    if len(runs) > 1:
+        log.info("%s: %s hyperparameters chosen on validation MAE (%s)", patient_id, name,
+                 ", ".join(f"{n} {r.training['validation_mae']:.3f}" for n, r in runs.items()))
+    return chosen, runs

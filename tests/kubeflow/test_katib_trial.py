@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from katib.results import best_hyperparameters, load_best
+from pipeline.export import read_metadata
 
 
 @pytest.mark.slow
@@ -44,7 +45,25 @@ def test_tune_runs_real_trials_and_training_can_use_the_result(tiny_config, caps
     lib = run_patient("hupa0002p", hp, tiny_config, export=False)
     val = evaluate_predictions(lib.dataset.validation.y, predict(lib.model, lib.dataset.validation.X))
     assert best["mae"] == pytest.approx(val["mae"], abs=0.002)
+    assert best["mae"] == pytest.approx(lib.training["validation_mae"], abs=0.002)
     assert best["mae"] != lib.metrics["model"]["mae"]
+
+    # `train` offers the tuned and the default hyperparameters and exports the lower validation MAE
+    assert main(["train", "--patient", "hupa0002p"]) == 0
+    out = capsys.readouterr().out
+    meta = read_metadata(tiny_config.models_dir, "hupa0002p")
+    sel = meta["training"]["selection"]
+    assert set(sel) == {"chosen", "tuned_validation_mae", "default_validation_mae"}
+    assert sel["chosen"] == min(("tuned", "default"), key=lambda n: sel[f"{n}_validation_mae"])
+    assert sel["tuned_validation_mae"] == pytest.approx(best["mae"], abs=0.002)
+    chosen_hp = hp if sel["chosen"] == "tuned" else tiny_config.model
+    assert meta["hyperparameters"] == chosen_hp.as_dict()
+    assert f"({sel['chosen']} hp: validation MAE" in out
+    report = (tiny_config.root / "build" / "reports" / "hupa0002p" / "report.md").read_text()
+    assert f"The {sel['chosen']} hyperparameters had the lower validation MAE" in report
+    # unchanged inputs: the next run skips the patient
+    assert main(["train", "--patient", "hupa0002p"]) == 0
+    assert "up to date" in capsys.readouterr().out
 
 
 def test_trial_rejects_bad_input_with_a_clear_message():
