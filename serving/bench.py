@@ -408,7 +408,7 @@ def run_serving_bench(config: Config, models_dir: str | Path, *, quick: bool = F
 
 
 def _batch_counts(metrics_url: str, pid: str) -> tuple[float, float]:
-    """(rows, TensorFlow calls) so far, from the server's batch histogram."""
+    """(rows, model calls) so far, from the server's batch histogram."""
     import urllib.request
 
     text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
@@ -478,7 +478,7 @@ def format_serving(doc: dict[str, Any]) -> str:
     if "batching" in doc:
         b = doc["batching"]
         out.append(f"Batching (1-window, direct): on {b['on_rps']:,.0f}/s vs off {b['off_rps']:,.0f}/s "
-                   f"(x{b['speedup']}); mean rows per TensorFlow call {doc.get('mean_rows_per_tf_call_1_window')}")
+                   f"(x{b['speedup']}); mean rows per model call {doc.get('mean_rows_per_tf_call_1_window')}")
     if "memory" in doc:
         m = doc["memory"]
         out.append(f"Memory (RSS of one replica): 1 model {m['one_model_rss_mb']} MB, {m['models']} models "

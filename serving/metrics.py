@@ -89,7 +89,7 @@ class ServerMetrics:
         for model, n in sorted(self.instances.items()):
             inst.add_metric([model], n)
         rows = HistogramMetricFamily("gf_serving_batch_rows",
-                                     "Rows per TensorFlow call after request batching, by model", labels=["model"])
+                                     "Rows per model call (TFLite or TensorFlow) after request batching, by model", labels=["model"])
         for model, h in sorted(self.batch_rows.items()):
             rows.add_metric([model], h.buckets(), h.total)
         loaded = GaugeMetricFamily("gf_serving_model_versions_loaded", "Loaded (AVAILABLE) versions per model",

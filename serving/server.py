@@ -44,7 +44,7 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
                            "'tflite' requires TFLite; 'tensorflow' never converts")
     tune.add_argument("--no-batching", dest="batching", action="store_false",
                       help="run each request on its own instead of batching concurrent requests")
-    tune.add_argument("--max-batch-rows", type=int, default=2048, help="rows per TensorFlow call at most (default 2048)")
+    tune.add_argument("--max-batch-rows", type=int, default=2048, help="rows per model call at most (default 2048)")
     tune.add_argument("--inline-rows", type=int, default=64,
                       help="batches up to this many rows run on the event loop, larger in a thread (default 64)")
     tune.add_argument("--tensorflow-intra-op-parallelism", "--tensorflow_intra_op_parallelism", type=int, default=0,
