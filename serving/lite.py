@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,14 +53,11 @@ class LiteSignature:
         self._signature = signature
         self._outputs = outputs
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
         self._idle.put(self._new_runner())
 
     def _new_runner(self) -> Any:
         interpreter = _interpreter_class()(model_content=self._flatbuffer, num_threads=1)
-        runner = interpreter.get_signature_runner(self._signature)
-        runner._gf_interpreter = interpreter  # the runner needs its interpreter alive
-        return runner
+        return interpreter.get_signature_runner(self._signature)  # keeps its interpreter alive
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
