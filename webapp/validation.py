@@ -400,13 +400,17 @@ def _read_series_file(
     warnings: list[str] = []
     if report.glucose_unit == "mmol/L":
         notes.append(_mmol_note(report.glucose_unit_detected))  # the same words as for window CSVs
-    # A sensor that reads every 15 minutes is normal, not a problem with the file: the reader's
-    # notes are information, its warnings something to check.
-    for source, target in ((report.notes, notes), (report.warnings, warnings)):
-        for message in source:
-            if report.glucose_unit_detected and "mmol/L" in message:
-                continue  # said once, in the words used for window CSVs
-            target.append(message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."))
+    # The reader's notes are written for data scientists; a sensor that reads every 15 minutes is
+    # normal, so the patient gets information in their words, not a warning.
+    if report.native_interval_minutes > spec.interval_minutes:
+        notes.append(
+            f"Your glucose readings are {report.native_interval_minutes} minutes apart, so a forecast is "
+            "made at each real reading (the steps between readings are only used as history)."
+        )
+    for message in report.warnings:
+        if report.glucose_unit_detected and "mmol/L" in message:
+            continue  # said once, in the words used for window CSVs
+        warnings.append(message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."))
     if progress:
         progress(0.6, "Building the forecast windows…")
     readings = int(frame["glucose"].notna().sum())

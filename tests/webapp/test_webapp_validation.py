@@ -85,8 +85,9 @@ def test_hupa_dataset_file(config):
     carbs = p.X[:, :, config.series.features.index("carbs")]
     raw = pd.read_csv(path, sep=";")["carb_input"]
     assert carbs.max() == pytest.approx(raw.max() * 10)
-    assert any("interpolated" in n for n in p.notes)  # information, not a problem with the file
-    assert not any("interpolated" in w for w in p.warnings)
+    # a 15-minute sensor is information in the patient's words, not a problem with the file
+    assert any("readings are 15 minutes apart" in n for n in p.notes)
+    assert not any("interpolated" in w or "15 min" in w for w in p.warnings)
 
 
 def test_ohio_xml(series_example, config):
