@@ -292,7 +292,7 @@ def run_experiment(
             completed = c["succeeded"] + failed + c["killed"]
             if best is not None and best.objective is not None and obj.reached(best.objective):
                 status, (reason, message) = "Succeeded", GOAL_REACHED
-            elif exp.max_failed_trial_count is not None and failed > exp.max_failed_trial_count:
+            elif exp.max_failed_trial_count is not None and failed > 0 and failed >= exp.max_failed_trial_count:
                 status, (reason, message) = "Failed", MAX_FAILED
             elif completed >= exp.max_trial_count:
                 status, (reason, message) = "Succeeded", MAX_TRIALS

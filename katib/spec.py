@@ -27,9 +27,10 @@ PARAMETER_TYPES = ("double", "int", "discrete", "categorical")
 DISTRIBUTIONS = ("uniform", "logUniform", "normal", "logNormal")
 OBJECTIVE_TYPES = ("minimize", "maximize")
 STRATEGIES = ("min", "max", "latest")
-# Katib's StdOut/File collector default filter (pkg/metricscollector/v1beta1/common/const.go):
-# `name=value`, the value a plain decimal (no exponent). Keras's `mae: 1.2` does not match.
-DEFAULT_METRICS_FILTER = r"([\w|-]+)\s*=\s*((-?\d+)(\.\d+)?)"
+# Katib's StdOut/File collector default filter (pkg/metricscollector/v1beta1/common/const.go, as
+# documented for v0.14 on): `name=value`, the value a decimal with optional sign and exponent.
+# Keras's `mae: 1.2` does not match.
+DEFAULT_METRICS_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
 TRIAL_PARAMETER_RE = re.compile(r"\$\{trialParameters\.([^}]*)\}")
 
 

@@ -29,7 +29,7 @@ from pipeline.errors import InputError
 
 
 def katib_metric(name: str, value: float) -> str:
-    """``name=value`` with a plain decimal (Katib's default filter has no exponent)."""
+    """``name=value`` with a plain decimal, which every version of Katib's default filter reads."""
     return f"{name}={float(value):.6f}"
 
 

@@ -17,7 +17,7 @@ import yaml
 
 from katib.executor import run_experiment, write_result
 from katib.render import render_experiment
-from katib.spec import ExperimentError, parse_experiment, parse_metrics
+from katib.spec import DEFAULT_METRICS_FILTER, ExperimentError, parse_experiment, parse_metrics
 
 
 def _run(doc, tmp_path, name="run"):
@@ -133,13 +133,13 @@ def test_unreachable_goal_runs_all_trials(config, tmp_path, fake_experiment):
     assert result.reason == "ExperimentMaxTrialsReached" and len(result.trials) == 3
 
 
-def test_crashing_trials_fail_the_experiment_past_max_failed(config, tmp_path, fake_experiment):
+def test_crashing_trials_fail_the_experiment_at_max_failed(config, tmp_path, fake_experiment):
     doc = fake_experiment(render_experiment(config, "hupa0002p"), "--mode", "crash",
                           goal=None, maxTrialCount=10, parallelTrialCount=1, maxFailedTrialCount=2)
     result, out = _run(doc, tmp_path)
-    # Katib (status_util.go): Failed once the failed count exceeds maxFailedTrialCount
+    # Katib (experiment status_util.go): Failed once the failed count reaches maxFailedTrialCount
     assert result.status == "Failed" and result.reason == "ExperimentFailed"
-    assert result.counts["failed"] == 3 and len(result.trials) == 3
+    assert result.counts["failed"] == 2 and len(result.trials) == 2
     assert all(t["exit_code"] == 3 and "simulated crash" in t["message"] for t in result.trials)
     assert result.best_trial is None
     assert "max failed count has reached" in out and "Best trial: none" in out
@@ -161,13 +161,17 @@ def test_keras_style_output_is_not_a_katib_metric(config, tmp_path, fake_experim
                           goal=None, maxTrialCount=3, parallelTrialCount=1, maxFailedTrialCount=1)
     result, _ = _run(doc, tmp_path)
     assert {t["status"] for t in result.trials} == {"MetricsUnavailable"}
-    assert result.status == "Failed" and len(result.trials) == 2  # counted as failed, like Katib
+    assert result.status == "Failed" and len(result.trials) == 1  # counted as failed, like Katib
 
 
 def test_stdout_rule_matches_katib():
-    lines = ["epoch 1: mae=20.5 rmse=30", "mae: 12.0", "val_mae=1.0", "mae = 18.25", "mae=1.5e-3", "loss=3"]
-    found = parse_metrics(lines, ("mae", "rmse"), (r"([\w|-]+)\s*=\s*((-?\d+)(\.\d+)?)",))
-    assert found == {"mae": [20.5, 18.25, 1.5], "rmse": [30.0]}
+    lines = ["epoch 1: mae=20.5 rmse=30", "mae: 12.0", "val_mae=1.0", "mae = 18.25", "mae=1.5e-3", "loss=3",
+             "mae=-2.5E+1", "mae=", "rmse=.5"]
+    found = parse_metrics(lines, ("mae", "rmse"), (DEFAULT_METRICS_FILTER,))
+    assert found == {"mae": [20.5, 18.25, 0.0015, -25.0], "rmse": [30.0, 0.5]}
+    # Katib before v0.13 had no exponent: an Experiment may still set that filter explicitly
+    old = parse_metrics(["mae=1.5e-3"], ("mae",), (r"([\w|-]+)\s*=\s*((-?\d+)(\.\d+)?)",))
+    assert old == {"mae": [1.5]}
 
 
 def test_result_json_and_bad_experiment_file(config, tmp_path, fake_experiment):
