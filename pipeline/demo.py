@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -47,14 +46,17 @@ def tune_all(config: Config) -> None:
         tune_patient(config, pid)
 
 
-def example_curl(config: Config, base_url: str) -> str:
-    """A ready-to-paste curl with a real window of the first patient."""
+def example_curl(config: Config, base_url: str, *, direct: bool = False) -> str:
+    """A ready-to-paste curl with a real window of the first patient, through the gateway or
+    (``direct``) straight to a model server."""
     from pipeline.dataset import load_patient_dataset
+    from pipeline.routes import routes
 
     pid = config.patient_ids[0]
     X = load_patient_dataset(pid, config).test.X[:1]
     body = json.dumps({"instances": X.astype(float).round(2).tolist()}, separators=(",", ":"))
-    return f"curl -s -X POST {base_url}/{pid}/v1/models/{pid}:predict -d '{body}'"
+    predict = routes(pid)[0]  # the :predict route
+    return f"curl -s -X POST {base_url}{predict.upstream_path if direct else predict.public_path} -d '{body}'"
 
 
 def _wait_http(url: str, timeout: float) -> bool:
@@ -69,13 +71,20 @@ def _wait_http(url: str, timeout: float) -> bool:
     return False
 
 
-def start_webapp(config: Config, gateway_url: str) -> subprocess.Popen:
-    env = {**os.environ, "GLUCOSE_GATEWAY_URL": gateway_url, "GLUCOSE_FORECAST_CONFIG": str(config.path)}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(config.root / "webapp" / "app.py"),
-           "--server.port", str(config.ports.webapp), "--server.address", "127.0.0.1",
-           "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+def start_webapp(config: Config, base_url: str, *, direct: bool = False) -> subprocess.Popen:
+    """The Streamlit app against the gateway, or (``direct``) straight against one model server.
+
+    Started as ``glucose-forecast webapp`` starts it: from ``webapp/``, so that Streamlit reads the
+    app's own settings (``webapp/.streamlit/config.toml``: upload limit, no tracebacks, no telemetry).
+    """
+    from webapp import GATEWAY_ENV, SERVER_ENV
+    from webapp.commands import APP, streamlit_command
+
+    env = {k: v for k, v in os.environ.items() if k not in (GATEWAY_ENV, SERVER_ENV)}
+    env.update({SERVER_ENV if direct else GATEWAY_ENV: base_url, "GLUCOSE_FORECAST_CONFIG": str(config.path)})
     log = open(config.root / "build" / "logs" / "webapp.log", "ab")  # noqa: SIM115 - lives with the process
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(streamlit_command(config.ports.webapp, "127.0.0.1"), env=env, cwd=APP.parent,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _interrupt(*_: object) -> None:
@@ -84,7 +93,7 @@ def _interrupt(*_: object) -> None:
 
 def run_demo(config: Config, *, skip_tuning: bool = False, no_webapp: bool = False, hold: bool = True) -> int:
     from pipeline.commands import train_patients
-    from serving.launch import local_stack
+    from serving.launch import local_stack, nginx_binary
 
     started = time.perf_counter()
     # Ctrl-C must stop everything even when started with SIGINT ignored (e.g. `make demo &`).
@@ -99,17 +108,18 @@ def run_demo(config: Config, *, skip_tuning: bool = False, no_webapp: bool = Fal
     train_patients(config, config.patient_ids)
     say(f"models ready in {time.perf_counter() - started:.0f} s; reports in build/reports/<patient>/report.md")
 
-    if shutil.which("nginx") is None:
-        say("nginx is not installed: the web app talks straight to one model-server replica "
-            "(apt-get install nginx for the gateway)")
-    say("starting the local model server (2 replicas) and the nginx gateway")
+    if nginx_binary() is None:
+        say("nginx is not installed: starting the local model server (2 replicas) without the gateway; "
+            "the web app talks straight to the first replica (apt-get install nginx for the gateway)")
+    else:
+        say("starting the local model server (2 replicas) and the nginx gateway")
     webapp = None
     with local_stack(config.models_dir, config, gateway_port=config.ports.gateway,
                      server_ports=list(config.ports.servers), workdir=config.root / "build" / "serve") as stack:
-        base = stack.gateway_url
-        if base is None:
-            base = stack.server_urls[0]
-            print("  (no gateway: use the direct model-server API, /v1/models/<patient>:predict)")
+        direct = stack.gateway_url is None
+        base = stack.server_urls[0] if direct else stack.gateway_url
+        if direct:
+            print("  (no gateway: use the model server's own API, /v1/models/<patient>:predict)")
         for url in stack.server_urls:
             print(f"  model server replica: {url}/v1/models/<patient>")
         if stack.gateway_url:
@@ -117,17 +127,15 @@ def run_demo(config: Config, *, skip_tuning: bool = False, no_webapp: bool = Fal
         try:
             if not no_webapp:
                 say("starting the Streamlit web app")
-                webapp = start_webapp(config, base)
+                webapp = start_webapp(config, base, direct=direct)
                 url = f"http://127.0.0.1:{config.ports.webapp}"
                 if not _wait_http(f"{url}/_stcore/health", 60):
                     print(f"  the web app did not answer; see {config.root}/build/logs/webapp.log", file=sys.stderr)
                     return 1
                 print(f"  web app:              {url}")
                 print(f"  example upload:       {config.root / 'data' / 'examples'}")
-            curl = example_curl(config, stack.gateway_url or "") if stack.gateway_url else None
-            if curl:
-                say("a forecast from the command line:")
-                print(curl)
+            say("a forecast from the command line:")
+            print(example_curl(config, base, direct=direct))
             if not hold:
                 return 0
             say("running; press Ctrl-C to stop everything")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, load_config
+from pipeline.config import Config, ConfigError, load_config
 
 log = logging.getLogger("serving.launch")
 LOOPBACK = "127.0.0.1"
@@ -59,8 +59,18 @@ def _tail(path: Path | None, lines: int = 30) -> str:
     return "\n".join(text[-lines:])
 
 
+NGINX_ENV = "GF_NGINX"  # the nginx executable to use; "none" runs without the gateway
+
+
 def nginx_binary() -> str | None:
-    """The nginx executable (PATH, then /usr/sbin), or None when nginx is not installed."""
+    """The nginx executable (``$GF_NGINX``, else PATH, then /usr/sbin), or None without nginx."""
+    chosen = os.environ.get(NGINX_ENV, "").strip()
+    if chosen.lower() == "none":
+        return None
+    if chosen:
+        if not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
+            raise ConfigError(f"{NGINX_ENV}={chosen!r} is not an executable file (or 'none' for no gateway)")
+        return chosen
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
 
 

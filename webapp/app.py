@@ -1,8 +1,8 @@
 """Streamlit page: pick your patient id, upload recent data, see the 30-minute glucose forecast.
 
 Run with ``glucose-forecast webapp`` (or ``make webapp``), or ``streamlit run webapp/app.py``.
-Settings: ``GLUCOSE_GATEWAY_URL`` (default the local gateway of glucose-forecast.toml),
-``GLUCOSE_WEBAPP_TIMEOUT`` (seconds per request), ``GLUCOSE_WEBAPP_CHUNK`` (forecasts per request).
+Settings: ``GLUCOSE_GATEWAY_URL`` (default the local gateway of glucose-forecast.toml), or
+``GLUCOSE_MODEL_SERVER_URL`` (one model server, no gateway), ``GLUCOSE_WEBAPP_TIMEOUT`` (seconds per request), ``GLUCOSE_WEBAPP_CHUNK`` (forecasts per request).
 """
 
 from __future__ import annotations
@@ -34,15 +34,20 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
-def patient_statuses(gateway: str, patients: tuple[str, ...], timeout: float) -> dict[str, PatientStatus]:
-    """Ask the gateway about every patient's model at once (cached briefly)."""
-    with wclient.ForecastClient(gateway, timeout=timeout) as c, ThreadPoolExecutor(max_workers=6) as pool:
+def client(service: tuple[str, bool], timeout: float) -> wclient.ForecastClient:
+    url, direct = service
+    return wclient.ForecastClient(url, timeout=timeout, direct=direct)
+
+
+def patient_statuses(service: tuple[str, bool], patients: tuple[str, ...], timeout: float) -> dict[str, PatientStatus]:
+    """Ask the forecast service about every patient's model at once (cached briefly)."""
+    with client(service, timeout) as c, ThreadPoolExecutor(max_workers=6) as pool:
         return dict(zip(patients, pool.map(c.status, patients), strict=True))
 
 
-def sidebar(config: Config, gateway: str) -> tuple[str, PatientStatus, str | None]:
+def sidebar(config: Config, service: tuple[str, bool]) -> tuple[str, PatientStatus, str | None]:
     patients = configured_patients(config)
-    statuses = patient_statuses(gateway, tuple(patients), min(3.0, wclient.request_timeout()))
+    statuses = patient_statuses(service, tuple(patients), min(3.0, wclient.request_timeout()))
     with st.sidebar:
         st.header("Your settings")
         available = [p for p in patients if statuses[p].available]
@@ -70,7 +75,7 @@ def sidebar(config: Config, gateway: str) -> tuple[str, PatientStatus, str | Non
             key="glucose_unit",
         )
         st.divider()
-        st.caption(f"Forecast service: `{gateway}`")
+        st.caption(f"Forecast service: `{service[0]}`" + (" (a model server, no gateway)" if service[1] else ""))
         st.caption(
             "Forecasts come from a research model trained on your past data. They are not medical "
             "advice: always check your meter before acting on them."
@@ -156,8 +161,9 @@ def validated_upload(config: Config, patient: str, unit: str | None) -> Prepared
     return prepared
 
 
-def run_forecast(config: Config, gateway: str, patient: str, status: PatientStatus, prepared: PreparedInput) -> None:
-    key = (st.session_state["prepared"][0], patient, gateway)
+def run_forecast(config: Config, service: tuple[str, bool], patient: str, status: PatientStatus,
+                 prepared: PreparedInput) -> None:
+    key = (st.session_state["prepared"][0], patient, service)
     if st.button(f"Forecast for {patient}", type="primary", key="forecast"):
         bar = st.progress(0.0, text="Sending to the forecast service…")
         chunk = wclient.chunk_size()
@@ -166,7 +172,7 @@ def run_forecast(config: Config, gateway: str, patient: str, status: PatientStat
             bar.progress(done / max(total, 1), text=f"Forecasting… {done:,} of {total:,}")
 
         try:
-            with wclient.ForecastClient(gateway, timeout=wclient.request_timeout()) as c:
+            with client(service, wclient.request_timeout()) as c:
                 forecasts = c.predict_chunks(patient, prepared.X, chunk, progress)
         except wclient.ServingError as exc:
             bar.empty()
@@ -246,8 +252,8 @@ def main() -> None:
     except ConfigError as exc:
         st.error(f"The app is misconfigured: {exc}")
         st.stop()
-    gateway = wclient.gateway_url(config)
-    patient, status, unit = sidebar(config, gateway)
+    service = wclient.service(config)
+    patient, status, unit = sidebar(config, service)
     spec = config.series
     st.title("Your glucose in 30 minutes")
     st.markdown(
@@ -258,7 +264,7 @@ def main() -> None:
     formats_help(config)
     prepared = validated_upload(config, patient, unit)
     if prepared is not None:
-        run_forecast(config, gateway, patient, status, prepared)
+        run_forecast(config, service, patient, status, prepared)
 
 
 main()

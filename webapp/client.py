@@ -22,7 +22,7 @@ import requests
 
 from pipeline.config import Config
 from pipeline.routes import PUBLIC_SUFFIXES, routes
-from webapp import CHUNK_ENV, GATEWAY_ENV, TIMEOUT_ENV
+from webapp import CHUNK_ENV, GATEWAY_ENV, SERVER_ENV, TIMEOUT_ENV
 from webapp.patients import PatientStatus, version_from_status
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,13 @@ def gateway_url(config: Config) -> str:
     """Base URL of the gateway: ``$GLUCOSE_GATEWAY_URL`` or the local nginx gateway of the config."""
     url = os.environ.get(GATEWAY_ENV, "").strip() or f"http://127.0.0.1:{config.ports.gateway}"
     return url.rstrip("/")
+
+
+def service(config: Config) -> tuple[str, bool]:
+    """(base URL, direct) of the forecast service: ``$GLUCOSE_MODEL_SERVER_URL`` is one model
+    server called directly (TF Serving's paths); otherwise the gateway (``gateway_url``)."""
+    server = os.environ.get(SERVER_ENV, "").strip()
+    return (server.rstrip("/"), True) if server else (gateway_url(config), False)
 
 
 def _positive_env(name: str, default: float, kind: type = float) -> float:
@@ -62,11 +69,12 @@ def chunk_size() -> int:
     return int(_positive_env(CHUNK_ENV, DEFAULT_CHUNK, int))
 
 
-def public_path(patient: str, suffix: str) -> str:
-    """The gateway path of one of a patient's endpoints (``":predict"``, ``"/metadata"`` or ``""``)."""
+def public_path(patient: str, suffix: str, *, direct: bool = False) -> str:
+    """The path of one of a patient's endpoints (``":predict"``, ``"/metadata"`` or ``""``): the
+    gateway's public path, or (``direct``) the model server's own path it is rewritten to."""
     for s, route in zip(PUBLIC_SUFFIXES, routes(patient), strict=True):
         if s == suffix:
-            return route.public_path
+            return route.upstream_path if direct else route.public_path
     raise ValueError(f"no public endpoint with suffix {suffix!r}")
 
 
@@ -122,11 +130,13 @@ def _http_error(response: requests.Response, patient: str) -> ServingError:
 
 
 class ForecastClient:
-    """Talks to one gateway. One ``requests.Session`` (kept-alive connections) per client."""
+    """Talks to one gateway (or, ``direct``, one model server). One ``requests.Session``
+    (kept-alive connections) per client."""
 
-    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT, *, direct: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self.direct = direct
         self.session = requests.Session()
 
     def close(self) -> None:
@@ -139,7 +149,7 @@ class ForecastClient:
         self.close()
 
     def _request(self, method: str, patient: str, suffix: str, **kwargs: object) -> requests.Response:
-        url = self.base_url + public_path(patient, suffix)
+        url = self.base_url + public_path(patient, suffix, direct=self.direct)
         try:
             return self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.Timeout as exc:
@@ -151,7 +161,7 @@ class ForecastClient:
         except requests.ConnectionError as exc:
             raise ServingError(
                 f"The forecast service at {self.base_url} cannot be reached: it may be down, or the "
-                f"address may be wrong (set {GATEWAY_ENV}). Nothing was sent.",
+                f"address may be wrong (set {SERVER_ENV if self.direct else GATEWAY_ENV}). Nothing was sent.",
                 "down",
             ) from exc
         except requests.RequestException as exc:  # invalid URL and the like

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from webapp import GATEWAY_ENV
+from webapp import GATEWAY_ENV, SERVER_ENV
 
 APP = Path(__file__).resolve().parent / "app.py"
 
@@ -26,13 +26,17 @@ def streamlit_command(port: int, address: str, python: str = sys.executable) -> 
 
 def _run(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
-    from webapp.client import gateway_url
+    from webapp.client import service
 
     config = load_config()
     if args.gateway_url:
         os.environ[GATEWAY_ENV] = args.gateway_url
-    gateway = gateway_url(config)
-    env = {**os.environ, GATEWAY_ENV: gateway}
+        os.environ.pop(SERVER_ENV, None)  # the flag wins over the environment
+    if args.model_server_url:
+        os.environ[SERVER_ENV] = args.model_server_url
+    url, direct = service(config)
+    env = {**os.environ, SERVER_ENV if direct else GATEWAY_ENV: url}
+    gateway = f"the model server {url} (no gateway)" if direct else url
     port = args.port or config.ports.webapp
     host = "localhost" if args.address in ("127.0.0.1", "0.0.0.0") else args.address
     print(f"web app: http://{host}:{port}  (forecasts from {gateway}; Ctrl-C to stop)", flush=True)
@@ -56,5 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", type=int, help="port of the app (default: [ports].webapp or $GF_WEBAPP_PORT)")
     p.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--gateway-url", help=f"base URL of the gateway (default: ${GATEWAY_ENV} or the local gateway)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--gateway-url", help=f"base URL of the gateway (default: ${GATEWAY_ENV} or the local gateway)")
+    where.add_argument("--model-server-url", help=f"instead of a gateway, one model server called with TF Serving's "
+                   f"own paths, e.g. a kubectl port-forward (default: ${SERVER_ENV})")
     p.set_defaults(func=_run)

@@ -112,7 +112,23 @@ def test_window_csv_forecast_equals_the_model(monkeypatch, stack, window_example
     ok = np.isfinite(prepared.actual)
     mae = round(float(np.mean(np.abs(expected[ok] - prepared.actual[ok]))), 3)
     assert next(m.value for m in at.metric if m.label == "Model MAE") == f"{mae:.2f} mg/dL"
-    assert at.get("download_button")  # results CSV
+    results = [b for b in at.get("download_button") if b.proto.label == "Download the forecasts (CSV)"]
+    assert len(results) == 1  # beside the template and example buttons, the results CSV
+
+
+def test_forecasts_straight_from_a_model_server_without_gateway(monkeypatch, stack, window_example, model_predict):
+    """GLUCOSE_MODEL_SERVER_URL: one replica called with TF Serving's own paths (make demo without
+    nginx, or a kubectl port-forward to one patient's Service)."""
+    monkeypatch.delenv("GLUCOSE_GATEWAY_URL", raising=False)
+    monkeypatch.setenv("GLUCOSE_MODEL_SERVER_URL", stack.server_urls[0])
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.run()
+    assert not at.exception, at.exception
+    picker = at.selectbox(key="patient")
+    assert picker.value == "hupa0002p" and picker.options[0] == "hupa0002p · model v1 ready"
+    assert any("(a model server, no gateway)" in c.value for c in at.sidebar.caption)
+    at = forecast(upload(at, "windows-example.csv", window_example))
+    assert_forecasts_match_model(at, "hupa0002p", model_predict)
 
 
 def test_timeseries_csv_forecast(monkeypatch, stack, series_example, model_predict):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from webapp.client import ForecastClient, ServingError, chunk_size, gateway_url, public_path, request_timeout
+from webapp.client import (
+    ForecastClient,
+    ServingError,
+    chunk_size,
+    gateway_url,
+    public_path,
+    request_timeout,
+    service,
+)
 from webapp.patients import configured_patients, version_from_status
 
 X = np.random.default_rng(0).uniform(50, 200, size=(7, 15, 3)).astype(np.float32)
@@ -14,6 +22,22 @@ X = np.random.default_rng(0).uniform(50, 200, size=(7, 15, 3)).astype(np.float32
 def test_paths_come_from_the_routes():
     assert public_path("hupa0002p", ":predict") == "/hupa0002p/v1/models/hupa0002p:predict"
     assert public_path("hupa0002p", "") == "/hupa0002p/v1/models/hupa0002p"
+    assert public_path("hupa0002p", ":predict", direct=True) == "/v1/models/hupa0002p:predict"
+
+
+def test_service_is_the_gateway_unless_a_model_server_is_given(config, monkeypatch):
+    monkeypatch.setenv("GLUCOSE_GATEWAY_URL", "http://192.168.49.2")
+    monkeypatch.delenv("GLUCOSE_MODEL_SERVER_URL", raising=False)
+    assert service(config) == ("http://192.168.49.2", False)
+    monkeypatch.setenv("GLUCOSE_MODEL_SERVER_URL", "http://127.0.0.1:8501/")
+    assert service(config) == ("http://127.0.0.1:8501", True)
+
+
+def test_direct_client_gets_the_gateways_answers(stack):
+    """The same forecasts and status from one replica (TF Serving's paths) as through nginx."""
+    with ForecastClient(stack.gateway_url) as via, ForecastClient(stack.server_urls[0], direct=True) as direct:
+        np.testing.assert_array_equal(direct.predict("hupa0002p", X), via.predict("hupa0002p", X))
+        assert direct.status("hupa0002p").version == "1" and direct.status("hupa0002p").available
 
 
 def test_configured_patients_and_gateway_default(config, monkeypatch):
