@@ -43,7 +43,7 @@ def _patients(args: argparse.Namespace, config) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     katib = sub.add_parser(
         "katib",
-        help="Katib Experiments (render)",
+        help="Katib Experiments (render, run)",
         description="Katib hyperparameter tuning artefacts.",
     )
     ksub = katib.add_subparsers(dest="katib_command", metavar="ACTION")

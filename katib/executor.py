@@ -12,7 +12,7 @@ follows Katib's rules (pkg/controller.v1beta1/experiment/util/status_util.go):
   a trial that exits non-zero is Failed, one that exits 0 without the objective metric is
   MetricsUnavailable (counted as failed, as Katib does);
 * the experiment succeeds when the goal is reached (running trials are then killed), fails when
-  the failed count exceeds ``maxFailedTrialCount``, and succeeds when ``maxTrialCount`` trials
+  the failed count reaches ``maxFailedTrialCount``, and succeeds when ``maxTrialCount`` trials
   have completed.
 
 It prints a live trial table and finally what Katib's UI shows: status and why, the best trial's

@@ -8,6 +8,7 @@ column, and nothing is returned on error.
 from __future__ import annotations
 
 import io
+import math
 import re
 import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
@@ -252,14 +253,14 @@ class OhioReader(Reader):
             t0 = self._ts(e, "ts_begin", fname, "bolus", i)
             t1 = self._ts(e, "ts_end", fname, "bolus", i) if e.get("ts_end") else t0
             dose = self._num(e, "dose", fname, "bolus", i)
-            if dose > 0:
+            if _spread(bolus_units, minutes, t0, t1, dose) and dose > 0:
                 report.n_boluses += 1
-            _spread(bolus_units, minutes, t0, t1, dose)
         for i, e in enumerate(self._events(root, "meal")):
             carbs = self._num(e, "carbs", fname, "meal", i) * carb_scale
-            if carbs > 0:
+            t = self._ts(e, "ts", fname, "meal", i)
+            if carbs > 0 and minutes[0] <= t <= minutes[-1]:  # outside the readings: no row holds it
                 report.n_meals += 1
-                carbs_events.append((self._ts(e, "ts", fname, "meal", i), carbs))
+                carbs_events.append((t, carbs))
         per_min = pd.DataFrame({"insulin": insulin_per_min + bolus_units, "carbs": 0.0}, index=minutes)
         # A minute value covers [m, m+1): it is known by m+1, which is the label used for binning.
         per_min.index = per_min.index + pd.Timedelta("1min")
@@ -291,15 +292,20 @@ class OhioReader(Reader):
         return rate / 60.0
 
 
-def _spread(target: np.ndarray, minutes: pd.DatetimeIndex, t0: datetime, t1: datetime, amount: float) -> None:
-    """Add `amount` spread evenly over the minutes in [t0, t1) (all at t0 when t1 <= t0)."""
-    mins = minutes.to_numpy()
-    lo = int(np.clip(np.searchsorted(mins, np.datetime64(t0), side="right") - 1, 0, len(mins) - 1))
-    hi = int(np.clip(np.searchsorted(mins, np.datetime64(t1)), 0, len(mins)))
-    if hi <= lo + 1:
-        target[lo] += amount
-    else:
-        target[lo:hi] += amount / (hi - lo)
+def _spread(target: np.ndarray, minutes: pd.DatetimeIndex, t0: datetime, t1: datetime, amount: float) -> bool:
+    """Add `amount` spread evenly over the minutes in [t0, t1) (all in t0's minute when t1 <= t0).
+
+    Only the part inside `minutes` is added: what was delivered before the first or after the
+    last glucose reading belongs to no row. Returns whether any of it was added.
+    """
+    one = pd.Timedelta("1min")
+    lo = math.floor((pd.Timestamp(t0) - minutes[0]) / one)
+    hi = max(math.ceil((pd.Timestamp(t1) - minutes[0]) / one), lo + 1)
+    a, b = max(lo, 0), min(hi, len(target))
+    if a >= b:
+        return False
+    target[a:b] += amount / (hi - lo)
+    return True
 
 
 READERS: dict[str, type[Reader]] = {r.name: r for r in (HupaReader, OhioReader, CanonicalReader)}

@@ -113,7 +113,9 @@ def fit_patient(ds: PatientDataset, hp: Hyperparameters, config: Config, *, verb
     lr = None
     if config.training.population_pretraining:
         pop_train, pop_val = load_population(config)
-        key = (tuple(sorted(hp.as_dict().items())), len(pop_train), float(pop_train.y.sum()))
+        # Everything the pretrained weights depend on: hyperparameters, design, window, population.
+        key = (tuple(sorted(hp.as_dict().items())), repr(config.training), repr(config.series),
+               len(pop_train), float(pop_train.y.sum()), float(pop_train.X.sum()))
         if key not in _PRETRAINED:
             pre = train_model(model, pop_train, pop_val, hp, config.training, verbose=verbose)
             _PRETRAINED[key] = [model.get_weights(), pre]

@@ -29,7 +29,6 @@ STATUS_TTL = 20  # seconds a model status is trusted
 DETECT = "Detect automatically"
 
 
-@st.cache_data(ttl=STATUS_TTL, show_spinner=False)
 def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
@@ -39,6 +38,7 @@ def client(service: tuple[str, bool], timeout: float) -> wclient.ForecastClient:
     return wclient.ForecastClient(url, timeout=timeout, direct=direct)
 
 
+@st.cache_data(ttl=STATUS_TTL, show_spinner=False)
 def patient_statuses(service: tuple[str, bool], patients: tuple[str, ...], timeout: float) -> dict[str, PatientStatus]:
     """Ask the forecast service about every patient's model at once (cached briefly)."""
     with client(service, timeout) as c, ThreadPoolExecutor(max_workers=6) as pool:
@@ -65,7 +65,7 @@ def sidebar(config: Config, service: tuple[str, bool]) -> tuple[str, PatientStat
             st.success(f"Model version {status.version} of {patient} will answer.", icon=":material/check_circle:")
         else:
             st.warning(status.message or f"The model of {patient} is not available right now.", icon=":material/warning:")
-        if st.button("Check the service again", width="stretch"):
+        if st.button("Check the service again", width="stretch", key="recheck"):
             patient_statuses.clear()
             st.rerun()
         unit = st.selectbox(

@@ -50,6 +50,55 @@ def test_ohio_hand_checked_example(config):
     assert r.report.native_interval_minutes == 5
 
 
+def test_ohio_rate_changes_mid_step_extended_boluses_and_events_outside_the_readings(config):
+    """Basal is integrated minute by minute: a rate change at 03:02 splits the (03:00, 03:05] step;
+    a square-wave bolus is spread over its span; what was delivered or eaten before the first or
+    after the last glucose reading (01:17 .. 06:12) belongs to no row and is not counted."""
+    xml = ohio_xml().replace(
+        '<event ts="07-12-2021 01:00:00" value="1.2"/>',
+        '<event ts="07-12-2021 01:00:00" value="1.2"/><event ts="07-12-2021 03:02:00" value="2.4"/>',
+    ).replace(
+        "</bolus>",
+        '<event ts_begin="07-12-2021 03:30:00" ts_end="07-12-2021 04:00:00" type="square" dose="1.2"/>'
+        '<event ts_begin="06-12-2021 22:00:00" ts_end="06-12-2021 22:00:00" type="normal" dose="5"/>'
+        '<event ts_begin="07-12-2021 08:00:00" ts_end="07-12-2021 08:00:00" type="normal" dose="4"/></bolus>',
+    ).replace("</meal>", '<event ts="07-12-2021 09:00:00" type="Dinner" carbs="80"/></meal>')
+    r = read_series(xml.encode(), "ohio", spec=config.series)
+    f = r.frame["insulin"]
+    assert f["2021-12-07 03:00:00"] == pytest.approx(0.1)
+    assert f["2021-12-07 03:05:00"] == pytest.approx(2 * 1.2 / 60 + 3 * 2.4 / 60)  # 0.16 U
+    assert f["2021-12-07 03:10:00"] == pytest.approx(0.2)
+    # 1.2 U over 30 minutes: 0.2 U in each of the six steps 03:35 .. 04:00, on top of 0.2 U basal.
+    assert f["2021-12-07 03:35":"2021-12-07 04:00"].to_numpy() == pytest.approx([0.4] * 6)
+    assert f["2021-12-07 04:05:00"] == pytest.approx(0.2)
+    # Nothing else: basal over the rows plus the 3 U and 1.2 U boluses (the 5 U and 4 U are outside).
+    basal = sum(0.1 if t < pd.Timestamp("2021-12-07 03:05") else 0.2 for t in f.index)
+    basal -= 6 * 0.1 + (0.2 - 0.16)  # the temp basal's six zero steps; the split step
+    assert f.sum() == pytest.approx(basal + 3.0 + 1.2)
+    assert r.report.n_boluses == 2 and r.report.n_meals == 1 and r.frame["carbs"].sum() == 30
+
+
+def test_hupa_and_ohio_agree_on_the_hand_checked_example(config):
+    """The same day written by hand in HUPA-UCM's format (units per 5-minute row) reads as the Ohio
+    XML does: basal 0.1 U per step, none during the temp basal, the 3 U bolus and the meal at 01:45."""
+    import math
+
+    def glucose(i: int) -> float:
+        return round(120 + 30 * math.sin(i / 4), 1)
+
+    rows = ["time;glucose;calories;heart_rate;steps;basal_rate;bolus_volume_delivered;carb_input"]
+    for i in range(60):
+        t = pd.Timestamp("2021-12-07 01:20:00") + pd.Timedelta(minutes=5 * i)
+        basal = 0.0 if pd.Timestamp("2021-12-07 02:05") <= t <= pd.Timestamp("2021-12-07 02:30") else 0.1
+        bolus, carbs = (3.0, 30) if t == pd.Timestamp("2021-12-07 01:45") else (0.0, 0)
+        rows.append(f"{t:%Y-%m-%dT%H:%M:%S};{glucose(i)};5.1;80;0;{basal};{bolus};{carbs}")
+    hupa = read_series("\n".join(rows).encode(), "hupa", spec=config.series)
+    ohio = read_series(ohio_xml(glucose=glucose).encode(), "ohio", spec=config.series)
+    cols = ["glucose", "insulin", "carbs", "observed"]
+    pd.testing.assert_frame_equal(hupa.frame[cols], ohio.frame[cols], check_freq=False)
+    assert (hupa.report.n_meals, hupa.report.n_boluses) == (ohio.report.n_meals, ohio.report.n_boluses) == (1, 1)
+
+
 def test_ohio_and_canonical_agree(config, tmp_path):
     import math
 

@@ -146,7 +146,10 @@ def test_demo_tunes_trains_serves_and_stops_on_ctrl_c(tmp_path):
         for p in PATIENTS:
             assert (tmp_path / "build" / "tuning" / f"{p}.json").is_file()
             assert (models / p / "1" / "saved_model.pb").is_file()
-            assert (tmp_path / "build" / "reports" / p / "report.md").is_file()
+            report = tmp_path / "build" / "reports" / p
+            assert "![forecast vs actual](forecast.png)" in (report / "report.md").read_text()
+            for png in ("forecast.png", "clarke.png"):
+                assert (report / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
             status = get_json(f"http://127.0.0.1:{gateway}/{p}/v1/models/{p}")
             assert status["model_version_status"][0]["state"] == "AVAILABLE"
         assert f"http://127.0.0.1:{gateway}/{PATIENTS[0]}/v1/models/{PATIENTS[0]}:predict" in curl

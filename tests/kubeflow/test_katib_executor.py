@@ -17,7 +17,7 @@ import yaml
 
 from katib.executor import run_experiment, write_result
 from katib.render import render_experiment
-from katib.spec import DEFAULT_METRICS_FILTER, ExperimentError, parse_experiment, parse_metrics
+from katib.spec import DEFAULT_METRICS_FILTER, ExperimentError, Parameter, parse_experiment, parse_metrics
 
 
 def _run(doc, tmp_path, name="run"):
@@ -99,6 +99,33 @@ def test_sampled_values_stay_in_the_feasible_space(config, tmp_path, fake_experi
     for t in result.trials:
         for name, value in t["assignments"].items():
             assert float(value) in [float(v) for v in sspace[name]["values"]]
+
+
+@pytest.mark.parametrize(
+    "param, check",
+    [
+        (Parameter("opt", "categorical", values=("adam", "sgd", "rmsprop")), lambda v: v in ("adam", "sgd", "rmsprop")),
+        (Parameter("d", "discrete", values=("16", "32")), lambda v: v in ("16", "32")),
+        (Parameter("x", "double", 0.1, 0.9, distribution="normal"), lambda v: 0.1 <= float(v) <= 0.9),
+        (Parameter("lr", "double", 1e-4, 1e-1, distribution="logNormal"), lambda v: 1e-4 <= float(v) <= 1e-1),
+        (Parameter("lr", "double", 1e-4, 1e-1, distribution="logUniform"), lambda v: 1e-4 <= float(v) <= 1e-1),
+        (Parameter("n", "int", 8, 64, step=8, distribution="normal"), lambda v: int(v) % 8 == 0 and 8 <= int(v) <= 64),
+        (Parameter("n", "int", 1, 3), lambda v: v in ("1", "2", "3")),
+        (Parameter("x", "double", 0.0, 1.0, step=0.25), lambda v: float(v) in (0.0, 0.25, 0.5, 0.75, 1.0)),
+    ],
+    ids=["categorical", "discrete", "normal", "logNormal", "logUniform", "int-step-normal", "int", "double-step"],
+)
+def test_every_parameter_type_and_distribution_samples_inside_its_space(param, check):
+    """Katib's types and distributions (normal spans min..max as +-3 sigma, clipped): every sample
+    is feasible, the same seed gives the same samples, and the space is actually explored."""
+    import numpy as np
+
+    rng = np.random.RandomState(12347)
+    samples = [param.sample(rng) for _ in range(300)]
+    assert all(check(v) for v in samples), [v for v in samples if not check(v)][:5]
+    again = np.random.RandomState(12347)
+    assert [param.sample(again) for _ in range(300)] == samples
+    assert len(set(samples)) >= min(param.size(), 3)
 
 
 def test_reproducible_for_a_fixed_random_state(config, tmp_path, fake_experiment):

@@ -204,6 +204,24 @@ def test_bad_file_is_explained_and_nothing_is_sent(monkeypatch, loopback, window
     assert loopback.behaviour.predict_calls == 0
 
 
+def test_model_statuses_are_cached_until_the_patient_asks_again(monkeypatch, loopback, config):
+    """Every click reruns the page: the statuses come from a short cache, not from one request per
+    patient each time; "Check the service again" asks the service anew."""
+
+    def status_requests() -> int:
+        return sum(1 for method, _ in loopback.behaviour.requests if method == "GET")
+
+    at = new_app(monkeypatch, loopback.url)
+    assert status_requests() == len(config.patient_ids)
+    at.selectbox(key="glucose_unit").set_value("mmol/L").run()
+    assert not at.exception, at.exception
+    assert status_requests() == len(config.patient_ids)
+    at.button(key="recheck").click().run()
+    assert not at.exception, at.exception
+    assert status_requests() == 2 * len(config.patient_ids)
+    assert at.selectbox(key="patient").options[0] == f"{config.patient_ids[0]} · model v7 ready"
+
+
 # ---------------------------------------------------------------------------------------------
 # The server is down, answers an error, or is too slow
 
