@@ -62,7 +62,11 @@ def test_dockerfile_contract():
         assert any(src.startswith(a) for a in allowed), f"{src} is excluded from the build context"
 
 
-def test_requirements_pinned_to_what_the_tests_use():
+def test_requirements_pin_the_whole_closure_the_tests_use():
+    """Every package the image installs is pinned (direct and transitive), to the installed version."""
+    from webapp.lock import render
+
+    assert REQUIREMENTS.read_text() == render(), "webapp/requirements.txt is stale: run python -m webapp.lock"
     pins = {}
     for line in REQUIREMENTS.read_text().splitlines():
         line = line.split("#")[0].strip()
@@ -70,7 +74,7 @@ def test_requirements_pinned_to_what_the_tests_use():
             name, sep, version = line.partition("==")
             assert sep and version, f"not pinned: {line}"
             pins[name.lower()] = version
-    assert {"streamlit", "plotly", "requests", "numpy", "pandas"} <= set(pins)
+    assert {"streamlit", "plotly", "requests", "numpy", "pandas", "protobuf", "pyarrow"} <= set(pins)
     assert not [n for n in pins if n.startswith(("tensorflow", "keras"))]  # no TensorFlow in the image
     for name, version in pins.items():
         assert metadata.version(name) == version, f"{name}: image pins {version}, tests run {metadata.version(name)}"
