@@ -87,11 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "applies it to the cluster of the current kubeconfig context instead; --wait waits for the "
             "optimal trial."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    who = tune.add_mutually_exclusive_group(required=True)
+    who = tune.add_mutually_exclusive_group()
     who.add_argument("--patient", action="append", metavar="P", help="patient id (repeatable)")
-    who.add_argument("--all", action="store_true", help="every patient of glucose-forecast.toml")
+    who.add_argument("--all", action="store_true", help="every patient of glucose-forecast.toml (the default)")
     where = tune.add_mutually_exclusive_group()
     where.add_argument("--local", dest="mode", action="store_const", const="local", help="run here (default)")
     where.add_argument("--submit", dest="mode", action="store_const", const="submit",

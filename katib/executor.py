@@ -11,7 +11,8 @@ follows Katib's rules (pkg/controller.v1beta1/experiment/util/status_util.go):
   objective value is extracted with its metric strategy (``min`` for a minimised objective);
   a trial that exits non-zero is Failed, one that exits 0 without the objective metric is
   MetricsUnavailable (counted as failed, as Katib does);
-* the experiment succeeds when the goal is reached (running trials are then killed), fails when
+* the experiment succeeds when the goal is reached (running trials are then killed, except those
+  that have already reported the objective: they may exit on their own), fails when
   the failed count reaches ``maxFailedTrialCount``, and succeeds when ``maxTrialCount`` trials
   have completed.
 
@@ -42,6 +43,9 @@ GOAL_REACHED = ("ExperimentGoalReached", "Experiment has succeeded because Objec
 MAX_TRIALS = ("ExperimentMaxTrialsReached", "Experiment has succeeded because max trial count has reached")
 MAX_FAILED = ("ExperimentFailed", "Experiment has failed because max failed count has reached")
 INTERRUPTED = ("ExperimentInterrupted", "Experiment was interrupted on this machine")
+# A running trial whose log already holds the objective when the experiment completes has done its
+# work; it gets this long to exit on its own (and counts as Succeeded) before it is killed.
+REPORTED_GRACE_S = 20.0
 FAILED_STATES = ("Failed", "MetricsUnavailable")
 DONE_STATES = ("Succeeded", "Failed", "MetricsUnavailable", "Killed")
 
@@ -202,6 +206,12 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _reported(trial: Trial, exp: Experiment) -> bool:
+    """Whether the trial's log already holds the objective metric."""
+    text = Path(trial.log).read_text(errors="replace") if trial.log else ""
+    return exp.objective.metric in parse_metrics(text, exp.objective.metrics, exp.metric_filters)
+
+
 def run_experiment(
     source: dict[str, Any] | str | os.PathLike[str] | Experiment,
     *,
@@ -330,7 +340,12 @@ def run_experiment(
         status, (reason, message) = "Failed", INTERRUPTED
         raise
     finally:
+        interrupted = (reason, message) == INTERRUPTED
+        grace_until = time.monotonic() + REPORTED_GRACE_S
         for _name, (proc, fh, trial) in list(running.items()):
+            if not interrupted and _reported(trial, exp):  # its work is done: let it exit as it would
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(max(0.0, grace_until - time.monotonic()))
             done = proc.poll() is not None  # finished meanwhile: it counts as what it was
             if not done:
                 _kill(proc)

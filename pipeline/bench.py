@@ -75,7 +75,7 @@ def accuracy_and_timing(config: Config, patients: list[str], *, quick: bool, mod
     from pipeline.training import build_metadata, run_best
 
     accuracy, timing = [], []
-    for pid in tqdm(patients, desc="bench", unit="patient", file=sys.stderr):
+    for pid in tqdm(patients, desc="bench", unit="patient", file=sys.stderr, disable=not sys.stderr.isatty()):
         ds = load_patient_dataset(pid, config)
         tuning = _tune(config, pid, quick)
         candidates = {"tuned": tuning["hp"], "default": config.model} if tuning["hp"] else {"default": config.model}

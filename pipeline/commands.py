@@ -119,7 +119,8 @@ def train_patients(config: Config, patients: list[str], *, use_tuned: bool = Tru
     reports_dir = reports_dir or config.root / "build" / "reports"
     out = out or sys.stdout  # looked up per call: sys.stdout may have been replaced since import
     done = []
-    bar = tqdm(patients, desc="train", unit="patient", file=sys.stderr)
+    # A bar in a terminal only: in a log file the per-patient lines below say the same.
+    bar = tqdm(patients, desc="train", unit="patient", file=sys.stderr, disable=not sys.stderr.isatty())
     for pid in bar:
         bar.set_postfix_str(pid)
         candidates = candidates_for(config, pid, use_tuned)
@@ -242,19 +243,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train each patient with its tuned hyperparameters (build/tuning/<id>.json) "
                        "and with the [model] defaults, keep whichever has the lower validation MAE, evaluate on the chronological test split beside persistence, "
                        "linear extrapolation and ridge, export models/<id>/<version>/ atomically and write "
-                       "build/reports/<id>/report.md. Patients whose latest model matches data and settings are skipped.",
-                       formatter_class=fmt)
+                       "build/reports/<id>/report.md. Patients whose latest model matches data and settings are skipped.")
     _add_patient_args(p)
     p.add_argument("--force", action="store_true", help="retrain even when the latest model is up to date")
     p.add_argument("--default-hyperparameters", action="store_true", help="ignore tuning results; use [model]")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score exported SavedModels on the test windows beside the baselines")
+    p = sub.add_parser("evaluate", help="score exported SavedModels on the test windows beside the baselines",
+                       description="Load each patient's exported SavedModel (the latest version, or --version) "
+                       "and score it on the patient's leak-free chronological test windows beside persistence, "
+                       "linear extrapolation and ridge regression: RMSE, MAE (mg/dL) and Clarke A+B. A patient's "
+                       "separate test file (test_file in glucose-forecast.toml, e.g. OhioT1DM -testing.xml) is "
+                       "scored too.")
     _add_patient_args(p)
     p.add_argument("--version", type=int, help="model version (default: latest)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("bench", help="accuracy, tuning/training time and serving speed → build/bench/bench.{md,json}")
+    p = sub.add_parser("bench", help="accuracy, tuning/training time and serving speed → build/bench/bench.{md,json}",
+                       description="Measure, in one run, in a work directory of its own (models/ and "
+                       "build/tuning/ are never touched): accuracy per patient on leak-free test windows "
+                       "(model vs persistence, linear extrapolation, ridge), tuning and training wall time "
+                       "(tuned vs default hyperparameters), and serving speed with wrk (1- and 1,000-window "
+                       "requests, direct and through nginx, beside nginx's static-response ceiling) and "
+                       "memory per model. Prints a table; writes bench.md and bench.json.")
     p.add_argument("--quick", action="store_true", help="a small smoke run (CI): checks the figures exist")
     p.add_argument("--skip-serving", action="store_true", help="accuracy and timing only")
     p.add_argument("--patient", action="append", metavar="ID", help="only these patients")

@@ -98,8 +98,6 @@ def run_demo(config: Config, *, skip_tuning: bool = False, no_webapp: bool = Fal
     started = time.perf_counter()
     # Ctrl-C must stop everything even when started with SIGINT ignored (e.g. `make demo &`).
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    if not sys.stderr.isatty():  # progress bars in a log file: a line every few seconds, not 10 a second
-        os.environ.setdefault("TQDM_MININTERVAL", "5")
     (config.root / "build" / "logs").mkdir(parents=True, exist_ok=True)
     say(f"glucose-forecast demo: {len(config.patient_ids)} patients ({', '.join(config.patient_ids)})")
     if not skip_tuning:

@@ -119,7 +119,8 @@ def fit_patient(ds: PatientDataset, hp: Hyperparameters, config: Config, *, verb
         if key not in _PRETRAINED:
             pre = train_model(model, pop_train, pop_val, hp, config.training, verbose=verbose)
             _PRETRAINED[key] = [model.get_weights(), pre]
-            log.info("pretrained on %d population windows: %s", len(pop_train), pre)
+            log.info("pretrained on %d population windows: %d epochs (best %d) in %.1fs", len(pop_train),
+                     pre["epochs_run"], pre["best_epoch"], pre["train_seconds"])
         weights, pre = _PRETRAINED[key]
         model.set_weights(weights)
         info.update(pretrain_windows=len(pop_train), pretrain_epochs=pre["epochs_run"],

@@ -487,7 +487,8 @@ def format_serving(doc: dict[str, Any]) -> str:
     out.append(f"Replica RSS during the run: {doc.get('replica_rss_mb')} MB")
     out += ["", "| target | goal | measured | met |", "|---|---:|---:|---|"]
     for k, t in doc["targets"].items():
-        out.append(f"| {k} | {t['target']} | {t['measured']} | {t['met']} |")
+        measured = "not measured" if t["measured"] is None else t["measured"]
+        out.append(f"| {k} | {t['target']} | {measured} | {'-' if t['met'] is None else t['met']} |")
     out.append(f"\n(load generator {doc['load_generator']}, {doc['seconds_per_run']} s per run, "
                f"load average at start {doc['machine']['load_avg_at_start']})")
     return "\n".join(out)

@@ -170,7 +170,7 @@ def cmd_models_config(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from serving.server import add_server_arguments
 
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = argparse.HelpFormatter  # wraps the descriptions
     p = sub.add_parser(
         "serve", formatter_class=fmt,
         help="local model-server replicas over models/ behind the nginx gateway (foreground; Ctrl-C stops)",

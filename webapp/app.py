@@ -208,8 +208,9 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
     c[4].metric("High forecasts", f"{counts[wres.HIGH]:,}", help="Forecast above 180 mg/dL (10 mmol/L)")
     if counts[wres.LOW]:
         st.warning(
-            f"{plural(counts[wres.LOW], 'forecast')} predict{'s' if counts[wres.LOW] == 1 else ''} a **low** (below 70 mg/dL) within {ahead} minutes; "
-            "they are marked in red.",
+            f"{plural(counts[wres.LOW], 'forecast')} in this file {'is' if counts[wres.LOW] == 1 else 'are'} "
+            f"a **low** (below 70 mg/dL, 3.9 mmol/L) {ahead} minutes after {'its' if counts[wres.LOW] == 1 else 'their'} "
+            "window; they are marked in red. Only the latest forecast looks ahead from the end of your file.",
             icon=":material/arrow_downward:",
         )
     st.plotly_chart(wres.forecast_figure(prepared, forecasts, spec, unit), width="stretch")

@@ -3,7 +3,7 @@
 Its mae is a deterministic function of the hyperparameters. --mode picks the behaviour:
 ok (print per-epoch mae=..., then rmse=...), crash (exit 3 before any metric), keras (prints
 Keras-style `mae: x`, which Katib's StdOut collector does not read), crash-above=N (crash when
-dense1 > N). --sleep S waits S seconds; start/end times go to stdout for the concurrency check.
+dense1 > N). --sleep S waits S seconds before any metric, --linger S after them; start/end times go to stdout for the concurrency check.
 """
 
 import argparse
@@ -19,6 +19,7 @@ p.add_argument("--dense2", type=int)
 p.add_argument("--epochs", type=int)
 p.add_argument("--mode", default="ok")
 p.add_argument("--sleep", type=float, default=0.0)
+p.add_argument("--linger", type=float, default=0.0)
 a = p.parse_args()
 print(f"start {time.time():.6f}", flush=True)
 time.sleep(a.sleep)
@@ -33,5 +34,6 @@ else:
     # three "epochs": the middle one is the best, the last is reported latest
     for k, v in enumerate((mae + 2, mae, mae + 1)):
         print(f"epoch {k + 1}: mae={v:.6f}")
-    print(f"rmse={mae * 1.4:.6f}")
+    print(f"rmse={mae * 1.4:.6f}", flush=True)
+time.sleep(a.linger)
 print(f"end {time.time():.6f}", flush=True)

@@ -154,6 +154,17 @@ def test_goal_reached_stops_early_and_kills_running_trials(config, tmp_path, fak
     assert "Objective goal has reached" in out
 
 
+def test_goal_reached_lets_a_trial_that_has_reported_finish(config, tmp_path, fake_experiment):
+    """A trial still running when the goal is reached, but whose objective is already in its log,
+    has done its work: it exits on its own and counts as Succeeded, not Killed."""
+    doc = fake_experiment(render_experiment(config, "hupa0002p"), "--linger", "1.0",
+                          goal=40.0, maxTrialCount=10, parallelTrialCount=2)
+    result, out = _run(doc, tmp_path)
+    assert result.status == "Succeeded" and result.reason == "ExperimentGoalReached"
+    assert result.counts["succeeded"] == 2 and result.counts["killed"] == 0, result.counts
+    assert "Killed" not in out
+
+
 def test_unreachable_goal_runs_all_trials(config, tmp_path, fake_experiment):
     doc = fake_experiment(render_experiment(config, "hupa0002p"), goal=1.0, maxTrialCount=3, parallelTrialCount=3)
     result, _ = _run(doc, tmp_path)
