@@ -153,7 +153,8 @@ def run_patient(
     model, info = fit_patient(ds, hp, config, verbose=verbose)
     preds["model"] = predict(model, ds.test.X)
     metrics = {"model": evaluate_predictions(ds.test.y, preds["model"]), **metrics}
-    info["validation_mae"] = round(float(np.mean(np.abs(predict(model, ds.validation.X) - ds.validation.y))), 4)
+    validation = evaluate_predictions(ds.validation.y, predict(model, ds.validation.X))  # Katib's objective
+    info["validation_mae"], info["validation_rmse"] = validation["mae"], validation["rmse"]
     result = RunResult(patient_id, hp.as_dict(), metrics, ds.sizes(), info, predictions=preds)
     if export:
         target = Path(models_dir or config.models_dir)
