@@ -179,7 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score the exported SavedModel (as served) on the test windows beside the baselines."""
-    import numpy as np
+    import dataclasses
 
     from pipeline.dataset import load_patient_dataset, load_test_file
     from pipeline.export import latest_version
@@ -198,15 +198,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             return 2
         fn = tf.saved_model.load(str(config.models_dir / pid / str(version))).signatures[SIGNATURE_NAME]
         ds = load_patient_dataset(pid, config)
-        metrics, _ = evaluate_baselines(ds, config)
-        pred = fn(**{INPUT_NAME: tf.constant(ds.test.X)})[OUTPUT_NAME].numpy()
-        metrics = {"model": evaluate_predictions(ds.test.y, pred), **metrics}
-        print(f"\n{pid} (version {version}), test split:\n{metrics_table(metrics)}")
+        splits = {"test split": ds}
         extra = load_test_file(config.patient(pid), config)
-        if extra is not None and len(extra):
-            pred = fn(**{INPUT_NAME: tf.constant(extra.X)})[OUTPUT_NAME].numpy()
-            print(f"\n{pid}, separate test file: model {evaluate_predictions(extra.y, pred)}, "
-                  f"persistence {evaluate_predictions(extra.y, np.asarray(extra.last_glucose))}")
+        if extra is not None and len(extra):  # baselines still fit on the training split only
+            splits[f"separate test file {config.patient(pid).test_file.name}"] = dataclasses.replace(ds, test=extra)
+        for label, data in splits.items():
+            metrics, _ = evaluate_baselines(data, config)
+            pred = fn(**{INPUT_NAME: tf.constant(data.test.X)})[OUTPUT_NAME].numpy()
+            metrics = {"model": evaluate_predictions(data.test.y, pred), **metrics}
+            print(f"\n{pid} (version {version}), {label}:\n{metrics_table(metrics)}")
     return 0
 
 

@@ -42,3 +42,31 @@ def test_evaluate_scores_the_exported_model_beside_the_baselines(tiny_models_dir
         assert name in r.stdout
     r = gf("evaluate", "--patient", "hupa0016p", env={**os.environ, "GF_MODELS_DIR": str(tiny_models_dir)})
     assert r.returncode == 2 and "no exported model" in r.stderr
+
+
+def test_evaluate_scores_a_separate_test_file_beside_the_baselines(tiny_models_dir, tmp_path):
+    """A patient with `test_file` (as OhioT1DM's -testing.xml): the exported model and every baseline
+    (fitted on the training split only) are scored on it too."""
+    import os
+
+    from tests.conftest import REPO
+
+    text = (REPO / "glucose-forecast.toml").read_text()
+    held_out = tmp_path / "HUPA0002P-later.csv"
+    lines = (REPO / "data/hupa-ucm/HUPA0002P.csv").read_text().splitlines()
+    held_out.write_text("\n".join([lines[0], *lines[-600:]]) + "\n")  # its last ~2 days, as a separate file
+    cfg = tmp_path / "glucose-forecast.toml"
+    cfg.write_text(text[: text.index("[[patients]]")] + f"""
+[[patients]]
+id = "hupa0002p"
+file = "{REPO}/data/hupa-ucm/HUPA0002P.csv"
+test_file = "{held_out}"
+reader = "hupa"
+carb_unit = "g"
+""")
+    r = gf("--config", str(cfg), "evaluate", "--patient", "hupa0002p",
+           env={**os.environ, "GF_MODELS_DIR": str(tiny_models_dir)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    section = r.stdout.split("separate test file HUPA0002P-later.csv:")[1]
+    for name in ("| model |", "| persistence |", "| linear |", "| ridge |"):
+        assert name in section
