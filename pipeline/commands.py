@@ -241,12 +241,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train, evaluate beside baselines and export SavedModels (+ reports)",
                        description="Train each patient with its tuned hyperparameters (build/tuning/<id>.json) "
-                       "and with the [model] defaults, keep whichever has the lower validation MAE, evaluate on the chronological test split beside persistence, "
+                       "and with the default hyperparameters ([model] in glucose-forecast.toml), keep whichever has the lower validation MAE, evaluate on the chronological test split beside persistence, "
                        "linear extrapolation and ridge, export models/<id>/<version>/ atomically and write "
                        "build/reports/<id>/report.md. Patients whose latest model matches data and settings are skipped.")
     _add_patient_args(p)
     p.add_argument("--force", action="store_true", help="retrain even when the latest model is up to date")
-    p.add_argument("--default-hyperparameters", action="store_true", help="ignore tuning results; use [model]")
+    p.add_argument("--default-hyperparameters", action="store_true", help="ignore tuning results; use the [model] defaults of glucose-forecast.toml")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score exported SavedModels on the test windows beside the baselines",

@@ -119,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--patient", required=True)
     r.add_argument("--root", type=Path, help="pipeline root for artifacts (default: build/kfp-local)")
     r.add_argument("--epochs", type=int, help="override the epochs (default: tuned or [model])")
-    r.add_argument("--defaults", action="store_true", help="ignore tuning results, use [model]")
+    r.add_argument("--defaults", action="store_true", help="ignore tuning results; use the [model] defaults of glucose-forecast.toml")
     r.set_defaults(func=_run_local)
 
     s = psub.add_parser(
@@ -135,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--experiment", default=PIPELINE_NAME, help="KFP experiment name (default: glucose-forecast)")
     s.add_argument("--namespace", help="Kubeflow profile namespace (multi-user clusters)")
     s.add_argument("--token", help="bearer token (default: kfp client credentials)")
-    s.add_argument("--defaults", action="store_true", help="ignore tuning results, use [model]")
+    s.add_argument("--defaults", action="store_true", help="ignore tuning results; use the [model] defaults of glucose-forecast.toml")
     s.add_argument("--dry-run", action="store_true", help="print what would be sent and stop")
     s.set_defaults(func=_submit)
     p.set_defaults(func=_help, pipeline_parser=p)

@@ -22,15 +22,18 @@ from pipeline.config import Config, ConfigError, load_config
 from webapp import client as wclient
 from webapp import results as wres
 from webapp.patients import PatientStatus, configured_patients
-from webapp.validation import GLUCOSE_UNITS, PreparedInput, UploadError, prepare_upload, window_template_csv
+from webapp.validation import (
+    GLUCOSE_UNITS,
+    PreparedInput,
+    UploadError,
+    plural,
+    prepare_upload,
+    window_template_csv,
+)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "examples"
 STATUS_TTL = 20  # seconds a model status is trusted
 DETECT = "Detect automatically"
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def client(service: tuple[str, bool], timeout: float) -> wclient.ForecastClient:
@@ -195,7 +198,7 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
     counts = wres.counts(forecasts)
     digits = 1 if unit == "mmol/L" else 0
     latest, last = float(forecasts[-1]) * wres.unit_factor(unit), float(prepared.last_glucose[-1]) * wres.unit_factor(unit)
-    when = f" (for {prepared.times[-1] + pd.Timedelta(minutes=ahead):%H:%M})" if prepared.times is not None else ""
+    when = f" (for {prepared.times[-1] + pd.Timedelta(minutes=ahead):%Y-%m-%d %H:%M})" if prepared.times is not None else ""
     c = st.columns([1.4, 1, 1, 1, 1])
     c[0].metric(
         f"Latest forecast{when}", f"{latest:.{digits}f} {unit}",
@@ -208,7 +211,7 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
     c[4].metric("High forecasts", f"{counts[wres.HIGH]:,}", help="Forecast above 180 mg/dL (10 mmol/L)")
     if counts[wres.LOW]:
         st.warning(
-            f"{plural(counts[wres.LOW], 'forecast')} in this file {'is' if counts[wres.LOW] == 1 else 'are'} "
+            f"{plural(counts[wres.LOW], 'forecast')} in this file {'predicts' if counts[wres.LOW] == 1 else 'predict'} "
             f"a **low** (below 70 mg/dL, 3.9 mmol/L) {ahead} minutes after {'its' if counts[wres.LOW] == 1 else 'their'} "
             "window; they are marked in red. Only the latest forecast looks ahead from the end of your file.",
             icon=":material/arrow_downward:",
@@ -226,14 +229,19 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
         a[3].metric("Persistence RMSE", f"{acc['persistence_rmse']:.2f} {unit}")
         st.caption(
             "MAE: mean absolute error; RMSE: root mean squared error (lower is better). Persistence is the "
-            f"naive guess that glucose stays where it is for the next {ahead} minutes."
+            f"naive guess that glucose stays where it is for the next {ahead} minutes. If this file overlaps "
+            "the data your model was trained on (the shipped dataset files do), these figures are optimistic: "
+            "the model has seen those days."
         )
     table = wres.results_frame(prepared, forecasts, spec, unit)
     st.dataframe(
         table, width="stretch", hide_index=True, height=min(400, 38 + 35 * len(table)),
         column_config={
-            c: st.column_config.DatetimeColumn(c, format="YYYY-MM-DD HH:mm")
-            for c in ("last reading at", "forecast for") if c in table
+            **{c: st.column_config.DatetimeColumn(c, format="YYYY-MM-DD HH:mm")
+               for c in ("last reading at", "forecast for") if c in table},
+            # The same number of decimals on every row (the CSV keeps the rounded values).
+            **{c: st.column_config.NumberColumn(c, format=f"%.{digits + 1}f")
+               for c in table.columns if c.endswith(f"({unit})")},
         },
     )
     st.download_button(

@@ -81,6 +81,11 @@ class PreparedInput:
 # Column names and templates
 
 
+def plural(n: int, word: str) -> str:
+    """``1 forecast``, ``1,250 forecasts``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def window_columns(spec: SeriesSpec) -> list[str]:
     """The exact required header of the window CSV (from the core)."""
     from pipeline.windows import window_csv_columns
@@ -413,17 +418,24 @@ def _read_series_file(
         warnings.append(message[:1].upper() + message[1:] + ("" if message.endswith(".") else "."))
     if progress:
         progress(0.6, "Building the forecast windows…")
-    readings = int(frame["glucose"].notna().sum())
-    minutes = spec.window * spec.interval_minutes
     try:
         windows = make_windows(frame, spec, require_target=False)
     except WindowError:  # fewer grid steps than one window
         windows = None
     if windows is None or len(windows.X) == 0:
+        # Counted as the patient sees the file: real readings and their span, not grid points.
+        covered = (spec.window - 1) * spec.interval_minutes
+        apart = (spec.max_fill_steps + 1) * spec.interval_minutes
+        real = frame.index[frame["observed"].to_numpy()]
+        span = ""
+        if len(real):
+            last = f"{real[-1]:%H:%M}" if real[-1].date() == real[0].date() else f"{real[-1]:%Y-%m-%d %H:%M}"
+            span = f" ({real[0]:%Y-%m-%d %H:%M}{'' if len(real) == 1 else ' to ' + last})"
         raise UploadError(
-            f"“{filename}” has {readings} glucose reading(s), but one forecast needs {spec.window} "
-            f"consecutive readings {spec.interval_minutes} minutes apart ({minutes} minutes of data "
-            f"without a gap longer than {spec.max_fill_minutes} minutes)."
+            f"“{filename}” has {plural(len(real), 'glucose reading')}{span}, "
+            f"but one forecast needs {spec.window * spec.interval_minutes} minutes of history ({spec.window} steps "
+            f"of {spec.interval_minutes} minutes): glucose readings spanning at least {covered} minutes, no two "
+            f"more than {apart} minutes apart."
         )
     if progress:
         progress(1.0, f"{len(windows.X):,} forecast windows ready")

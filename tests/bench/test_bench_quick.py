@@ -25,6 +25,10 @@ def test_bench_quick_writes_every_section(tmp_path):
         for size in ("1", "1000"):
             assert serving[path][size]["rps"] > 0 and serving[path][size]["errors"] == 0
     assert serving["static_nginx"]["rps"] > 0
+    # Two-second runs measure the speed targets but judge none of them.
+    assert serving["targets"]["gateway_1_rps"]["measured"] > 0
+    assert all(t["met"] is None for t in serving["targets"].values())
+    assert "not judged (quick run)" in r.stdout
     assert (out / "bench.md").read_text().startswith("# glucose-forecast benchmark")
     # The run is isolated: the user's tuning results and models are untouched.
     assert (out / "work" / "build" / "tuning").is_dir()

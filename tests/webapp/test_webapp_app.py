@@ -182,7 +182,7 @@ def _bad_files(window_example: bytes, series_example: bytes) -> dict[str, tuple[
         "non-numeric value": (csv_bytes(non_numeric), "Row 4, column insulin_t-1: “1,5 U” is not a number"),
         "empty cell": (csv_bytes(empty), "Row 2, column carbs_t0: the cell is empty"),
         "implausible glucose": (csv_bytes(implausible), "Row 9, column glucose_t-2: 2500 mg/dL is not a plausible"),
-        "too few rows": (csv_bytes(s.head(9)), "glucose reading(s), but one forecast needs 15 consecutive"),
+        "too few rows": (csv_bytes(s.head(9)), "3 glucose readings (2018-06-22 11:15 to 11:45), but one forecast needs 75 minutes of history"),
         "header only": (b",".join(w.columns.str.encode("utf-8")) + b"\n", "no data rows"),
         "negative carbs": (csv_bytes(negative), "row 5, column 'carbs': -30.0 is negative"),
         "unknown columns": (b"date,sugar\n2024-01-01,5\n", "were not recognised"),

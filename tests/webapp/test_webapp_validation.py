@@ -165,10 +165,15 @@ def test_header_only_has_no_rows(config):
 
 
 def test_timeseries_too_short_for_one_window(series_example, config):
-    frame = csv_frame(series_example).head(config.series.window - 3)
+    # The example's sensor reads every 15 minutes: 11 rows hold 4 real readings (11:15 to 12:00).
+    frame = csv_frame(series_example).head(11)
     with pytest.raises(UploadError) as err:
         prep(csv_bytes(frame), config, "short.csv")
-    assert "“short.csv” has" in str(err.value) and "but one forecast needs 15 consecutive readings" in str(err.value)
+    assert str(err.value) == (
+        "“short.csv” has 4 glucose readings (2018-06-22 11:15 to 12:00), but one forecast needs 75 minutes of "
+        "history (15 steps of 5 minutes): glucose readings spanning at least 70 minutes, no two more than "
+        "20 minutes apart."
+    )
 
 
 def test_timeseries_bad_value_names_row_and_column(series_example, config):
