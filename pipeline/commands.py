@@ -182,7 +182,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import dataclasses
 
     from pipeline.dataset import load_patient_dataset, load_test_file
-    from pipeline.export import latest_version
+    from pipeline.export import versions
     from pipeline.metrics import evaluate_predictions
     from pipeline.report import metrics_table
     from pipeline.signature import INPUT_NAME, OUTPUT_NAME, SIGNATURE_NAME
@@ -192,9 +192,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import tensorflow as tf
 
     for pid in _patients(args, config):
-        version = args.version or latest_version(config.models_dir, pid)
-        if version is None:
+        exported = versions(config.models_dir, pid)
+        if not exported:
             print(f"{pid}: no exported model under {config.models_dir}/{pid}; run `make train`", file=sys.stderr)
+            return 2
+        version = args.version or exported[-1]
+        if version not in exported:
+            print(f"{pid}: no version {version} under {config.models_dir}/{pid}; exported: "
+                  f"{', '.join(map(str, exported))}", file=sys.stderr)
             return 2
         fn = tf.saved_model.load(str(config.models_dir / pid / str(version))).signatures[SIGNATURE_NAME]
         ds = load_patient_dataset(pid, config)

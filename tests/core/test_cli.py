@@ -42,6 +42,10 @@ def test_evaluate_scores_the_exported_model_beside_the_baselines(tiny_models_dir
         assert name in r.stdout
     r = gf("evaluate", "--patient", "hupa0016p", env={**os.environ, "GF_MODELS_DIR": str(tiny_models_dir)})
     assert r.returncode == 2 and "no exported model" in r.stderr
+    r = gf("evaluate", "--patient", "hupa0002p", "--version", "99",
+           env={**os.environ, "GF_MODELS_DIR": str(tiny_models_dir)})
+    assert r.returncode == 2 and "no version 99 under" in r.stderr and "exported: 1" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_evaluate_scores_a_separate_test_file_beside_the_baselines(tiny_models_dir, tmp_path):
