@@ -240,7 +240,7 @@ def show_results(config: Config, patient: str, version: str | None, prepared: Pr
             **{c: st.column_config.DatetimeColumn(c, format="YYYY-MM-DD HH:mm")
                for c in ("last reading at", "forecast for") if c in table},
             # The same number of decimals on every row (the CSV keeps the rounded values).
-            **{c: st.column_config.NumberColumn(c, format=f"%.{digits + 1}f")
+            **{c: st.column_config.NumberColumn(c, format=f"%.{wres.table_decimals(unit)}f")
                for c in table.columns if c.endswith(f"({unit})")},
         },
     )

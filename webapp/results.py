@@ -21,6 +21,11 @@ def unit_factor(unit: str) -> float:
     return 1.0 / MGDL_PER_MMOL if unit == "mmol/L" else 1.0
 
 
+def table_decimals(unit: str) -> int:
+    """Decimals of the glucose values in the results table (shown and downloaded)."""
+    return 2 if unit == "mmol/L" else 1
+
+
 def status_of(value_mgdl: np.ndarray) -> np.ndarray:
     low, high = TARGET_RANGE_MGDL
     return np.where(value_mgdl < low, LOW, np.where(value_mgdl > high, HIGH, IN_RANGE))
@@ -29,7 +34,7 @@ def status_of(value_mgdl: np.ndarray) -> np.ndarray:
 def results_frame(prep: PreparedInput, forecasts: np.ndarray, spec: SeriesSpec, unit: str = "mg/dL") -> pd.DataFrame:
     """One row per forecast, values in ``unit``; the same table is shown and downloaded."""
     f = unit_factor(unit)
-    digits = 2 if unit == "mmol/L" else 1
+    digits = table_decimals(unit)
     minutes = spec.horizon * spec.interval_minutes
     out = pd.DataFrame(index=pd.RangeIndex(prep.n, name="forecast"))
     if prep.rows is not None:

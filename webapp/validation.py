@@ -374,6 +374,16 @@ def _read_window_csv(
 # Time series (canonical CSV, HUPA-UCM CSV, OhioT1DM XML): the core reads them
 
 
+def _when(times: pd.DatetimeIndex) -> str:
+    """`` (2018-06-22 11:15 to 12:00)``: first to last time, the date repeated only when it changes."""
+    if not len(times):
+        return ""
+    first, last = times[0], times[-1]
+    if len(times) == 1:
+        return f" ({first:%Y-%m-%d %H:%M})"
+    return f" ({first:%Y-%m-%d %H:%M} to {last:{'%H:%M' if last.date() == first.date() else '%Y-%m-%d %H:%M'}})"
+
+
 def _read_series_file(
     kind: str,
     filename: str,
@@ -427,12 +437,8 @@ def _read_series_file(
         covered = (spec.window - 1) * spec.interval_minutes
         apart = (spec.max_fill_steps + 1) * spec.interval_minutes
         real = frame.index[frame["observed"].to_numpy()]
-        span = ""
-        if len(real):
-            last = f"{real[-1]:%H:%M}" if real[-1].date() == real[0].date() else f"{real[-1]:%Y-%m-%d %H:%M}"
-            span = f" ({real[0]:%Y-%m-%d %H:%M}{'' if len(real) == 1 else ' to ' + last})"
         raise UploadError(
-            f"“{filename}” has {plural(len(real), 'glucose reading')}{span}, "
+            f"“{filename}” has {plural(len(real), 'glucose reading')}{_when(real)}, "
             f"but one forecast needs {spec.window * spec.interval_minutes} minutes of history ({spec.window} steps "
             f"of {spec.interval_minutes} minutes): glucose readings spanning at least {covered} minutes, no two "
             f"more than {apart} minutes apart."
